@@ -1,0 +1,1 @@
+"""Quantizers, quantized modules, model surgery and the RepQ-ViT reparameterisation."""
