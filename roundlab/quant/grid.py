@@ -37,7 +37,3 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: i
     q = torch.clamp(rho(x / scale) + zero, 0, levels(bits))
     return (q - zero) * scale
 
-
-def integer_codes(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """The (real-valued) code ``x / s + z`` of a dequantized value; integral (up to round-off) when on the grid."""
-    return x / scale + zero
