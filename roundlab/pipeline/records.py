@@ -1,0 +1,81 @@
+"""Per-layer error records: the paper's Eq. 4 output error, written as JSON lines.
+
+``E‖W x + b − (W̄ x̄ + b̄)‖²`` — the FP layer (original weights ``W``, FP input ``x``) against the layer as it stands after
+a stage (weights ``W̄``, possibly quantized, and the quantized input ``x̄``). The expectation is over the N rows
+(tokens × images); the norm is over the output channels. Stages share the FP reference, so the error-reduction
+ratio of a stage (paper Figs. 5–9) is ``1 − after/before``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+#: Stages recorded per layer, in pipeline order. ``act_only``: FP weights, quantized input (before Aqer).
+#: ``calib``: RTN weights from the quantizer calibrated on the original W (the paper's "baseline").
+#: ``aqer``: Aqer weights, still FP. ``rtn_after_aqer``: Aqer weights rounded to nearest (Wqer's starting point).
+#: ``rounding_only`` / ``ridge_only``: Wqer with only one of its two parts. ``wqer``: the final weights.
+STAGES = ("act_only", "calib", "aqer", "rtn_after_aqer", "rounding_only", "ridge_only", "wqer")
+
+#: (figure, stage before, stage after) for the paper's error-reduction ratios.
+RATIOS = {
+    "aqer": ("act_only", "aqer"),                 # Fig. 5
+    "rounding": ("rtn_after_aqer", "rounding_only"),  # Fig. 6
+    "ridge": ("rtn_after_aqer", "ridge_only"),    # Fig. 7
+    "wqer": ("rtn_after_aqer", "wqer"),           # Fig. 8
+    "erq": ("calib", "wqer"),                     # Fig. 9
+}
+
+
+def output_error(W0: torch.Tensor, b0: torch.Tensor | None, X: torch.Tensor, W: torch.Tensor,
+                 b: torch.Tensor | None, Xbar: torch.Tensor, chunk: int = 8192) -> float:
+    """Mean over rows of ``‖(X W0ᵀ + b0) − (X̄ Wᵀ + b)‖²`` (paper Eq. 4), accumulated in float64."""
+    W0, W = W0.to(torch.float64), W.to(torch.float64)
+    total = 0.0
+    for i in range(0, X.shape[0], chunk):
+        ref = X[i:i + chunk].to(torch.float64) @ W0.T
+        out = Xbar[i:i + chunk].to(torch.float64) @ W.T
+        if b0 is not None:
+            ref = ref + b0.to(torch.float64)
+        if b is not None:
+            out = out + b.to(torch.float64)
+        total += float(((ref - out) ** 2).sum())
+    return total / X.shape[0]
+
+
+def reduction_ratios(errors: dict[str, float]) -> dict[str, float]:
+    """The error-reduction ratio ``1 − after/before`` for every ratio whose two stages were recorded."""
+    out = {}
+    for name, (before, after) in RATIOS.items():
+        if before in errors and after in errors and errors[before] > 0:
+            out[name] = 1.0 - errors[after] / errors[before]
+    return out
+
+
+class RecordWriter:
+    """Append-only JSON-lines file; each record is flushed and fsynced so an interrupted run loses nothing."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> list[dict]:
+        """Every complete record (a torn last line from a crash is ignored)."""
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
