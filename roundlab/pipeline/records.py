@@ -17,8 +17,9 @@ import torch
 #: Stages recorded per layer, in pipeline order. ``act_only``: FP weights, quantized input (before Aqer).
 #: ``calib``: RTN weights from the quantizer calibrated on the original W (the paper's "baseline").
 #: ``aqer``: Aqer weights, still FP. ``rtn_after_aqer``: Aqer weights rounded to nearest (Wqer's starting point).
-#: ``rounding_only`` / ``ridge_only``: Wqer with only one of its two parts. ``wqer``: the final weights.
-STAGES = ("act_only", "calib", "aqer", "rtn_after_aqer", "rounding_only", "ridge_only", "wqer")
+#: ``rounding_only`` / ``ridge_only``: Wqer with only one of its two parts. ``wqer``: after Wqer.
+#: ``final``: the weights inference uses (whatever the method), quantized by the layer's weight quantizer.
+STAGES = ("act_only", "calib", "aqer", "rtn_after_aqer", "rounding_only", "ridge_only", "wqer", "final")
 
 #: (figure, stage before, stage after) for the paper's error-reduction ratios.
 RATIOS = {
@@ -26,7 +27,7 @@ RATIOS = {
     "rounding": ("rtn_after_aqer", "rounding_only"),  # Fig. 6
     "ridge": ("rtn_after_aqer", "ridge_only"),    # Fig. 7
     "wqer": ("rtn_after_aqer", "wqer"),           # Fig. 8
-    "erq": ("calib", "wqer"),                     # Fig. 9
+    "erq": ("calib", "final"),                    # Fig. 9 (with the full method: Aqer + Wqer)
 }
 
 

@@ -1,0 +1,162 @@
+"""``roundlab`` command line: quantize, evaluate, train the zoo, list solvers and models.
+
+Every user-facing error is a :class:`~roundlab.errors.RoundlabError`; the CLI prints its one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import sys
+import typing
+
+from roundlab.errors import RoundlabError
+
+_FLAG_HELP = {
+    "model": "zoo model (roundlab models) or a timm name with local weights",
+    "method": "named preset: rtn | calib | aqer | wqer | erq (explicit flags override it)",
+    "solver": "rounding solver for Wqer (roundlab solvers)",
+    "lam": "ridge strength λ in --lam-convention (release: its `coe`)",
+    "records": "basic, or full (also Wqer rounding-only / ridge-only errors for Figs. 6-7)",
+}
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ERQConfig field, typed from its annotation; unset flags keep the method preset's value."""
+    from roundlab.pipeline.config import ERQConfig
+
+    hints = typing.get_type_hints(ERQConfig)
+    for f in dataclasses.fields(ERQConfig):
+        if f.name == "solver_options":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{_FLAG_HELP.get(f.name, '')} (default: {default})".strip()
+        hint = hints[f.name]
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif hint in (int, float):
+            parser.add_argument(flag, type=hint, default=None, help=help_text)
+        elif hint == (int | None):
+            parser.add_argument(flag, type=int, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=str, default=None, help=help_text)
+    parser.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="solver option, repeatable (e.g. --solver-opt max_iter=100 --solver-opt variant=paper)")
+
+
+def _config_from_args(args: argparse.Namespace):
+    from roundlab.pipeline.config import ERQConfig
+
+    overrides = {}
+    for f in dataclasses.fields(ERQConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and f.name != "method":
+            overrides[f.name] = value
+    options = {}
+    for item in args.solver_opt:
+        if "=" not in item:
+            raise RoundlabError(f"--solver-opt expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        options[key.strip()] = _parse_value(value.strip())
+    if options:
+        overrides["solver_options"] = options
+    return ERQConfig.for_method(args.method or "erq", **overrides)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from roundlab.pipeline.run import print_table, run_erq
+
+    config = _config_from_args(args)
+    result = run_erq(config, run_dir=args.run_dir, fresh=args.fresh, progress=not args.quiet)
+    print_table([result])
+    print(f"results: {result['paths']['result']}")
+    return 0
+
+
+def cmd_solvers(args: argparse.Namespace) -> int:
+    from roundlab.solvers import get_solver, list_solvers
+
+    for name in list_solvers():
+        solver = get_solver(name)
+        doc = (type(solver).__doc__ or "").strip().splitlines()
+        print(f"{name:12s} {doc[0] if doc else ''}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from roundlab.zoo import list_models
+
+    for name in list_models():
+        print(name)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from roundlab.data import load_dataset
+    from roundlab.evaluate import evaluate
+    from roundlab.zoo import load_model
+
+    model, data_cfg = load_model(args.model, device=args.device, checkpoint=args.checkpoint)
+    ds = load_dataset(data_cfg.get("dataset", "fashion-mnist") if isinstance(data_cfg, dict) else "fashion-mnist",
+                      split="test", root=args.data_root)
+    metrics = evaluate(model, ds, batch_size=args.batch_size, device=args.device)
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roundlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="run ERQ (or a baseline) on a model and print a results table")
+    _add_config_flags(q)
+    q.add_argument("--run-dir", default=None, help="where to write results (default: runs/<model>-<method>-<hash>)")
+    q.add_argument("--fresh", action="store_true", help="ignore a previous, interrupted run in --run-dir")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=cmd_quantize)
+
+    e = sub.add_parser("eval", help="evaluate a FP model on its test split")
+    e.add_argument("--model", default="fmnist-vit")
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.set_defaults(func=cmd_eval)
+
+    sub.add_parser("solvers", help="list registered rounding solvers").set_defaults(func=cmd_solvers)
+    sub.add_parser("models", help="list zoo models").set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train-zoo", help="train a zoo model on Fashion-MNIST (a one-off; checkpoints are committed)")
+    try:
+        from roundlab.zoo import train as zoo_train
+        zoo_train.add_arguments(t)
+        t.set_defaults(func=zoo_train.run)
+    except ImportError:  # pragma: no cover - the zoo trainer is part of the package
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RoundlabError as err:
+        print(f"roundlab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("roundlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

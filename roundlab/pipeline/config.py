@@ -1,0 +1,112 @@
+"""The ERQ run configuration: one frozen, validated dataclass, serialised into every result.
+
+Method presets (``METHODS``) name the rows of the paper's tables; a preset only fills switches, so every run is
+described completely by its :class:`ERQConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from roundlab.errors import RoundlabError
+from roundlab.pipeline.lam import CONVENTIONS
+from roundlab.pipeline.wqer import PARTITIONS
+from roundlab.quant.grid import check_bits
+
+DATA_FLOWS = ("independent", "sequential")
+ROUNDING_LAYERS = ("all", "qkv_fc1")
+RECORDS = ("basic", "full")
+
+#: Named rows of the results tables. Each maps to switches of :class:`ERQConfig`.
+METHODS: dict[str, dict[str, Any]] = {
+    "rtn": {"calibration": "minmax", "aqer": False, "wqer": False},   # min/max quantizers, round to nearest
+    "calib": {"aqer": False, "wqer": False},          # RepQ-ViT calibration + reparam (the paper's "baseline")
+    "aqer": {"aqer": True, "wqer": False},            # + Aqer, weights rounded to nearest
+    "wqer": {"aqer": False, "wqer": True},            # + Wqer only
+    "erq": {"aqer": True, "wqer": True},              # full ERQ
+}
+
+
+@dataclass(frozen=True)
+class ERQConfig:
+    """Everything that determines an ERQ run. Defaults follow the authors' release (ERQ_SPEC §12)."""
+
+    model: str = "fmnist-vit"
+    checkpoint: str | None = None           # a local weights file for a real timm model name
+    dataset: str | None = None              # None: the model's own dataset (Fashion-MNIST for the zoo)
+    data_root: str | None = None
+    wbits: int = 4
+    abits: int = 4
+    method: str = "erq"
+    calibration: str = "percentile"         # "percentile" (RepQ-ViT/ERQ MSE search + reparam) | "minmax"
+    aqer: bool = True
+    wqer: bool = True
+    solver: str = "rr"
+    solver_options: dict = field(default_factory=dict)
+    rounding: bool = True                   # Wqer's rounding step uses `solver` (False: nearest)
+    ridge: bool = True                      # Wqer's ridge step on the remaining columns
+    rounding_layers: str = "all"            # "all" (release) | "qkv_fc1" (the commented condition)
+    lam: float = 1e4                        # λ in `lam_convention` (release: its `coe`)
+    lam_convention: str = "release"
+    partition: str = "natural"              # Wqer partition order: "natural" (release) | "error" (per row)
+    data_flow: str = "independent"          # "independent" (release) | "sequential" (GPTQ-like)
+    dual_uniform: bool = True               # TPAMI dual-uniform weights for qkv/fc1
+    reparam: bool = True                    # RepQ-ViT reparameterisation of post-LN quantizers
+    calib_images: int = 32
+    heldout_images: int = 32                # for held-out Eq. 4 errors in the per-layer records
+    eval_images: int | None = None          # None: the whole test split
+    seed: int = 0
+    records: str = "basic"                  # "full" also runs Wqer's rounding-only / ridge-only variants
+    device: str = "cpu"
+    batch_size: int = 256
+
+    def __post_init__(self):
+        check_bits(self.wbits, "wbits")
+        check_bits(self.abits, "abits")
+        _one_of("method", self.method, METHODS)
+        _one_of("calibration", self.calibration, ("percentile", "minmax"))
+        _one_of("rounding_layers", self.rounding_layers, ROUNDING_LAYERS)
+        _one_of("lam_convention", self.lam_convention, CONVENTIONS)
+        _one_of("partition", self.partition, PARTITIONS)
+        _one_of("data_flow", self.data_flow, DATA_FLOWS)
+        _one_of("records", self.records, RECORDS)
+        if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
+            raise RoundlabError(f"lam must be a number >= 0, got {self.lam!r}")
+        for name in ("calib_images", "heldout_images", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < (0 if name == "heldout_images" else 1):
+                raise RoundlabError(f"{name} must be a positive integer, got {v!r}")
+        if self.eval_images is not None and (not isinstance(self.eval_images, int) or self.eval_images < 1):
+            raise RoundlabError(f"eval_images must be a positive integer or None, got {self.eval_images!r}")
+        from roundlab.solvers import list_solvers
+        if self.solver not in list_solvers():
+            raise RoundlabError(f"unknown solver {self.solver!r}; registered: {', '.join(list_solvers())}")
+
+    @classmethod
+    def for_method(cls, method: str = "erq", **overrides) -> "ERQConfig":
+        """A config for a named method (``METHODS``), with explicit ``overrides`` taking precedence."""
+        _one_of("method", method, METHODS)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise RoundlabError(f"unknown ERQConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**{**METHODS[method], **overrides, "method": method})
+
+    def replace(self, **changes) -> "ERQConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of everything that changes the quantized weights (not the device or batch size)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("device", "batch_size", "eval_images")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise RoundlabError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")

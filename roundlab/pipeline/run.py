@@ -1,0 +1,227 @@
+"""The ERQ run: calibration → (reparameterisation) → per layer [Aqer → weight calibration → Wqer] → evaluation.
+
+``run_erq(config)`` is the Python entry point behind ``roundlab quantize``. A run writes into its own directory
+(``runs/<model>-W<b>A<b>-<method>-<solver>-<hash>`` by default, the hash covering every setting that changes the
+weights): ``config.json``, ``records.jsonl`` (one Eq. 4 record per layer, appended as each layer finishes),
+``layers/<name>.pt`` (the layer's post-Aqer and final weights) and ``result.json``. Run the same command again after
+an interruption and finished layers are loaded instead of recomputed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import roundlab
+from roundlab.errors import RoundlabError
+from roundlab.pipeline.capture import run_capturing
+from roundlab.pipeline.config import ERQConfig
+from roundlab.pipeline.records import RecordWriter
+from roundlab.pipeline.stages import process_layer
+
+
+def default_run_dir(config: ERQConfig) -> Path:
+    return Path("runs") / (f"{config.model}-W{config.wbits}A{config.abits}-{config.method}-{config.solver}-"
+                           f"{config.digest()}")
+
+
+class RunState:
+    """The run directory: config check, finished layers, records. Writes are atomic (tmp file + rename)."""
+
+    def __init__(self, run_dir: Path, config: ERQConfig, fresh: bool):
+        self.dir = Path(run_dir)
+        self.layers = self.dir / "layers"
+        self.layers.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.dir / "config.json"
+        if cfg_path.exists() and not fresh:
+            old = json.loads(cfg_path.read_text())
+            if old.get("digest") != config.digest():
+                raise RoundlabError(f"{self.dir} holds a run with a different config (digest {old.get('digest')} "
+                                    f"!= {config.digest()}); pass --fresh or another --run-dir")
+        if fresh:
+            for p in self.layers.glob("*.pt"):
+                p.unlink()
+            (self.dir / "records.jsonl").unlink(missing_ok=True)
+        _atomic_write(cfg_path, json.dumps({"digest": config.digest(), "config": config.to_dict()}, indent=2))
+        self.records = RecordWriter(self.dir / "records.jsonl")
+
+    def path(self, name: str) -> Path:
+        return self.layers / f"{name}.pt"
+
+    def done(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def save(self, name: str, state: dict, record: dict) -> None:
+        tmp = self.path(name).with_suffix(".tmp")
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+        self.records.append(record)
+        tmp.replace(self.path(name))
+
+    def load(self, name: str) -> dict:
+        return torch.load(self.path(name), map_location="cpu", weights_only=True)
+
+    def finished_records(self) -> dict[str, dict]:
+        return {r["layer"]: r for r in self.records.read()}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _write_layer(layer, state: dict, final: bool) -> None:
+    """Write the post-Aqer (``final=False``) or final weights of ``state`` into ``layer``."""
+    W = state["W" if final else "W_aqer"]
+    b = state.get("b" if final else "b_aqer")
+    with torch.no_grad():
+        layer.weight.copy_(W.reshape(layer.weight.shape).to(layer.weight))
+        if b is not None:
+            layer.bias.copy_(b.to(layer.bias))
+
+
+def _versions() -> dict:
+    import timm
+
+    return {"roundlab": roundlab.__version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def _peak_memory_mb(device: str) -> dict:
+    out = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = False,
+            progress: bool = True, on_problem=None) -> dict:
+    """Run ``config`` end to end and return the result dict (also written to ``<run_dir>/result.json``)."""
+    from tqdm.auto import tqdm
+
+    from roundlab.data import calibration_split, load_dataset
+    from roundlab.evaluate import evaluate, fp_logits
+    from roundlab.quant import (calibration_mode, quant_layers, quantize_model, reparameterize,
+                                set_quant_state)
+    from roundlab.solvers import get_solver
+
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+    state = RunState(Path(run_dir) if run_dir else default_run_dir(config), config, fresh)
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    solver = get_solver(config.solver, **config.solver_options)
+
+    t = time.perf_counter()
+    from roundlab.zoo import load_model
+    model, data_cfg = load_model(config.model, device=config.device, checkpoint=config.checkpoint)
+    dataset = config.dataset or data_cfg.get("dataset", "fashion-mnist")
+    train = load_dataset(dataset, split="train", root=config.data_root)
+    test = load_dataset(dataset, split="test", root=config.data_root)
+    calib, heldout = calibration_split(train, n=config.calib_images, n_heldout=config.heldout_images,
+                                       seed=config.seed)
+    calib, heldout = calib.to(device), heldout.to(device)
+    if config.eval_images is not None:
+        test = test.subset(config.eval_images) if hasattr(test, "subset") else test
+    times["load_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    reference = fp_logits(model, test, batch_size=config.batch_size, device=config.device)
+    fp_metrics = evaluate(model, test, reference_logits=reference, batch_size=config.batch_size,
+                          device=config.device)
+    times["fp_eval_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    qmodel = quantize_model(copy.deepcopy(model), config.quant_config())
+    set_quant_state(qmodel, weight=False, act=True)
+    with calibration_mode(qmodel), torch.no_grad():
+        qmodel(calib)
+    if config.reparam and config.calibration == "percentile":
+        reparameterize(qmodel)
+    layers = dict(quant_layers(qmodel))
+    set_quant_state(qmodel, weight=False, act=False)
+    fp_in = run_capturing(qmodel, calib, layers, batch_size=config.batch_size)
+    fp_in_h = run_capturing(qmodel, heldout, layers, batch_size=config.batch_size) if len(heldout) else {}
+    times["calibrate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    finished = state.finished_records()
+    records = []
+    bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
+    for name, layer in bar:
+        bar.set_postfix_str(name)
+        if state.done(name) and name in finished:
+            saved = state.load(name)
+            _write_layer(layer, saved, final=False)
+            layer.weight_quantizer.calibrate(layer.weight.detach())
+            _write_layer(layer, saved, final=True)
+            records.append(finished[name])
+            continue
+        X, X_h = fp_in[name], fp_in_h.get(name)
+        X_in, X_in_h = X, X_h
+        if config.data_flow == "sequential":
+            set_quant_state(qmodel, weight=True, act=True)
+            X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name,
+                                 batch_size=config.batch_size)[name]
+            if X_h is not None:
+                X_in_h = run_capturing(qmodel, heldout, {name: layer}, stop_after=name,
+                                       batch_size=config.batch_size)[name]
+            set_quant_state(qmodel, weight=False, act=False)
+        record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
+                                          on_problem=on_problem)
+        _write_layer(layer, new_state, final=True)
+        state.save(name, new_state, record)
+        records.append(record)
+    times["layers_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    set_quant_state(qmodel, weight=True, act=True)
+    metrics = evaluate(qmodel, test, reference_logits=reference, batch_size=config.batch_size,
+                       device=config.device)
+    times["eval_s"] = time.perf_counter() - t
+    times["total_s"] = time.perf_counter() - t_all
+
+    result = {
+        "config": config.to_dict(), "digest": config.digest(), "versions": _versions(),
+        "fp": fp_metrics, "quantized": metrics, "times": times, "memory": _peak_memory_mb(config.device),
+        "wqer": _sum_wqer(records), "n_layers": len(records),
+        "paths": {"dir": str(state.dir), "records": str(state.records.path),
+                  "result": str(state.dir / "result.json")},
+    }
+    _atomic_write(state.dir / "result.json", json.dumps(result, indent=2, default=float))
+    return result
+
+
+def _sum_wqer(records: list[dict]) -> dict:
+    out = {"objective": 0.0, "objective_nearest": 0.0, "solver_time_s": 0.0, "status": {}}
+    for r in records:
+        w = r.get("wqer") or {}
+        for k in ("objective", "objective_nearest", "solver_time_s"):
+            out[k] += w.get(k, 0.0)
+        for k, v in w.get("status", {}).items():
+            out["status"][k] = out["status"].get(k, 0) + v
+    return out
+
+
+def print_table(results: list[dict], file=None) -> None:
+    """A plain results table: one row per run."""
+    head = f"{'model':12s} {'W/A':5s} {'method':7s} {'solver':9s} {'top1':>6s} {'top5':>6s} " \
+           f"{'agree':>6s} {'KL':>8s} {'time s':>7s}"
+    print(head, file=file)
+    print("-" * len(head), file=file)
+    for r in results:
+        c, m = r["config"], r["quantized"]
+        solver = c["solver"] if c["wqer"] else "-"
+        print(f"{c['model']:12s} W{c['wbits']}A{c['abits']} {c['method']:7s} {solver:9s} "
+              f"{100 * m['top1']:6.2f} {100 * m.get('top5', float('nan')):6.2f} {100 * m['agreement']:6.2f} "
+              f"{m['kl']:8.4f} {r['times']['total_s']:7.1f}", file=file)
+    if results:
+        fp = results[0]["fp"]
+        print(f"FP reference: top1 {100 * fp['top1']:.2f}", file=file)

@@ -1,0 +1,104 @@
+"""One layer through the ERQ stages: Eq. 4 errors before/after, Aqer, weight-quantizer calibration, Wqer.
+
+The layer's data arrive as matrices: ``X`` the FP network's input to the layer (the Eq. 4 reference), ``X_in`` the
+input the layer actually sees (``X`` in the ``independent`` data flow; the partially quantized network's in
+``sequential``), quantized here by the layer's own activation quantizer. Nothing here knows which solver runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from roundlab.pipeline.aqer import aqer
+from roundlab.pipeline.config import ERQConfig
+from roundlab.pipeline.lam import aqer_constant, wqer_constant
+from roundlab.pipeline.records import output_error, reduction_ratios
+from roundlab.pipeline.wqer import wqer
+
+ROUNDING_KINDS = {"all": None, "qkv_fc1": {"qkv", "fc1"}}
+
+
+def quantize_input(layer, X: torch.Tensor) -> torch.Tensor:
+    """``X̄ = Q_a(X)`` with the layer's calibrated input quantizer (the patch-embed conv's input stays FP)."""
+    aq = getattr(layer, "act_quantizer", None)
+    if aq is None:
+        return X
+    with torch.no_grad():
+        return aq(X)
+
+
+def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config: ERQConfig, solver,
+                  X_heldout: torch.Tensor | None = None, X_in_heldout: torch.Tensor | None = None,
+                  on_problem=None) -> tuple[dict, dict]:
+    """Run the configured stages on one layer; return (record, state) where state holds the new weights.
+
+    The weight quantizer is left calibrated on the post-Aqer weights; the caller writes ``state`` into the layer.
+    """
+    t0 = time.perf_counter()
+    kind = getattr(layer, "kind", "linear")
+    wq = layer.weight_quantizer
+    bits = wq.bits
+    W0 = layer.weight.detach().reshape(layer.weight.shape[0], -1).to(torch.float64)
+    b0 = None if layer.bias is None else layer.bias.detach().to(torch.float64)
+    Xbar = quantize_input(layer, X_in)
+    Xbar_h = None if X_heldout is None else quantize_input(layer, X_in_heldout)
+    N = Xbar.shape[0]
+    weights: dict[str, tuple] = {}
+
+    def rtn(Wx):
+        return wq.quantize(Wx.to(layer.weight.dtype)).to(torch.float64)
+
+    weights["act_only"] = (W0, b0)
+    wq.calibrate(W0.to(layer.weight.dtype))
+    weights["calib"] = (rtn(W0), b0)
+
+    WA, bA = W0, b0
+    if config.aqer and kind != "patch_embed":
+        Y = X.to(torch.float64) @ W0.T + (0 if b0 is None else b0)
+        WA, bA = aqer(W0, b0, Xbar, Y, aqer_constant(config.lam_convention, config.lam, N, kind))
+        weights["aqer"] = (WA, bA)
+    wq.calibrate(WA.to(layer.weight.dtype))            # ERQ step 8: weight quantizers see the post-Aqer W
+    weights["rtn_after_aqer"] = (rtn(WA), bA)
+
+    wqer_totals = None
+    Wf, bf = WA, bA
+    if config.wqer:
+        scale, zero = wq.element_grid()
+        scale = torch.as_tensor(scale).reshape(-1, 1) if torch.as_tensor(scale).dim() == 1 else scale
+        zero = torch.as_tensor(zero).reshape(-1, 1) if torch.as_tensor(zero).dim() == 1 else zero
+        allowed = ROUNDING_KINDS[config.rounding_layers]
+        rounding = config.rounding and kind != "patch_embed" and (allowed is None or kind in allowed)
+        lam_w = wqer_constant(config.lam_convention, config.lam, N, kind)
+
+        def run_wqer(rnd, rdg, hook=None):
+            return wqer(WA, bA, Xbar, scale, zero, bits, solver, lam_w, rounding=rnd, ridge=rdg,
+                        partition=config.partition, on_problem=hook)
+
+        res = run_wqer(rounding, config.ridge, on_problem)
+        Wf, bf = res.W, res.b
+        wqer_totals = res.totals()
+        weights["wqer"] = (Wf, bf)
+        if config.records == "full":          # the two halves of Wqer on their own (paper Figs. 6-7)
+            if rounding:
+                r = run_wqer(True, False)
+                weights["rounding_only"] = (r.W, r.b)
+            r = run_wqer(False, True)
+            weights["ridge_only"] = (r.W, r.b)
+    weights["final"] = (rtn(Wf), bf)
+
+    errors = {k: output_error(W0, b0, X, Wk, bk, Xbar) for k, (Wk, bk) in weights.items()}
+    record = {
+        "layer": name, "kind": kind, "shape": list(layer.weight.shape), "n_calib": N,
+        "errors": errors, "ratios": reduction_ratios(errors), "wqer": wqer_totals,
+    }
+    if Xbar_h is not None and Xbar_h.shape[0] > 0:
+        errors_h = {k: output_error(W0, b0, X_heldout, Wk, bk, Xbar_h) for k, (Wk, bk) in weights.items()}
+        record["errors_heldout"] = errors_h
+        record["ratios_heldout"] = reduction_ratios(errors_h)
+    record["time_s"] = time.perf_counter() - t0
+    state = {"W_aqer": WA, "W": Wf}
+    if bA is not None:
+        state["b_aqer"], state["b"] = bA, bf
+    return record, state
