@@ -101,42 +101,23 @@ def _peak_memory_mb(device: str) -> dict:
     return out
 
 
-def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = False,
-            progress: bool = True, on_problem=None) -> dict:
-    """Run ``config`` end to end and return the result dict (also written to ``<run_dir>/result.json``)."""
+def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
+                 heldout: torch.Tensor | None = None, state: RunState | None = None, progress: bool = False,
+                 on_problem=None, times: dict | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """Quantize a copy of ``model`` with ``config`` on calibration images; return (quantized model, layer records).
+
+    The model-level API: no data loading, no evaluation, no files unless a :class:`RunState` is given (then finished
+    layers are loaded from it and new ones saved to it). The returned model has every quantizer on.
+    """
     from tqdm.auto import tqdm
 
-    from roundlab.data import calibration_split, load_dataset
-    from roundlab.evaluate import evaluate, fp_logits
-    from roundlab.quant import (calibration_mode, quant_layers, quantize_model, reparameterize,
-                                set_quant_state)
+    from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
     from roundlab.solvers import get_solver
 
-    times: dict[str, float] = {}
-    t_all = time.perf_counter()
-    state = RunState(Path(run_dir) if run_dir else default_run_dir(config), config, fresh)
-    torch.manual_seed(config.seed)
-    device = torch.device(config.device)
+    times = {} if times is None else times
     solver = get_solver(config.solver, **config.solver_options)
-
-    t = time.perf_counter()
-    from roundlab.zoo import load_model
-    model, data_cfg = load_model(config.model, device=config.device, checkpoint=config.checkpoint)
-    dataset = config.dataset or data_cfg.get("dataset", "fashion-mnist")
-    train = load_dataset(dataset, split="train", root=config.data_root)
-    test = load_dataset(dataset, split="test", root=config.data_root)
-    calib, heldout = calibration_split(train, n=config.calib_images, n_heldout=config.heldout_images,
-                                       seed=config.seed)
-    calib, heldout = calib.to(device), heldout.to(device)
-    if config.eval_images is not None:
-        test = test.subset(config.eval_images) if hasattr(test, "subset") else test
-    times["load_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    reference = fp_logits(model, test, batch_size=config.batch_size, device=config.device)
-    fp_metrics = evaluate(model, test, reference_logits=reference, batch_size=config.batch_size,
-                          device=config.device)
-    times["fp_eval_s"] = time.perf_counter() - t
+    heldout = calib[:0] if heldout is None else heldout
+    bs = config.batch_size
 
     t = time.perf_counter()
     qmodel = quantize_model(copy.deepcopy(model), config.quant_config())
@@ -147,17 +128,17 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
         reparameterize(qmodel)
     layers = dict(quant_layers(qmodel))
     set_quant_state(qmodel, weight=False, act=False)
-    fp_in = run_capturing(qmodel, calib, layers, batch_size=config.batch_size)
-    fp_in_h = run_capturing(qmodel, heldout, layers, batch_size=config.batch_size) if len(heldout) else {}
+    fp_in = run_capturing(qmodel, calib, layers, batch_size=bs)
+    fp_in_h = run_capturing(qmodel, heldout, layers, batch_size=bs) if len(heldout) else {}
     times["calibrate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    finished = state.finished_records()
+    finished = state.finished_records() if state is not None else {}
     records = []
     bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
     for name, layer in bar:
         bar.set_postfix_str(name)
-        if state.done(name) and name in finished:
+        if state is not None and state.done(name) and name in finished:
             saved = state.load(name)
             _write_layer(layer, saved, final=False)
             layer.weight_quantizer.calibrate(layer.weight.detach())
@@ -168,21 +149,56 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
         X_in, X_in_h = X, X_h
         if config.data_flow == "sequential":
             set_quant_state(qmodel, weight=True, act=True)
-            X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name,
-                                 batch_size=config.batch_size)[name]
+            X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name, batch_size=bs)[name]
             if X_h is not None:
-                X_in_h = run_capturing(qmodel, heldout, {name: layer}, stop_after=name,
-                                       batch_size=config.batch_size)[name]
+                X_in_h = run_capturing(qmodel, heldout, {name: layer}, stop_after=name, batch_size=bs)[name]
             set_quant_state(qmodel, weight=False, act=False)
         record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
                                           on_problem=on_problem)
         _write_layer(layer, new_state, final=True)
-        state.save(name, new_state, record)
+        if state is not None:
+            state.save(name, new_state, record)
         records.append(record)
     times["layers_s"] = time.perf_counter() - t
+    set_quant_state(qmodel, weight=True, act=True)
+    return qmodel, records
+
+
+def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = False,
+            progress: bool = True, on_problem=None) -> dict:
+    """Load the model and data of ``config``, quantize, evaluate; return the result (also in ``result.json``)."""
+    from roundlab.data import calibration_split, load_dataset
+    from roundlab.evaluate import evaluate, fp_logits
+    from roundlab.zoo import load_model
+
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+    state = RunState(Path(run_dir) if run_dir else default_run_dir(config), config, fresh)
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
 
     t = time.perf_counter()
-    set_quant_state(qmodel, weight=True, act=True)
+    model, data_cfg = load_model(config.model, device=config.device, checkpoint=config.checkpoint)
+    dataset = config.dataset or data_cfg.get("dataset", "fashion-mnist")
+    train = load_dataset(dataset, split="train", root=config.data_root)
+    test = load_dataset(dataset, split="test", root=config.data_root)
+    calib, heldout = calibration_split(train, n=config.calib_images, n_heldout=config.heldout_images,
+                                       seed=config.seed)
+    calib, heldout = calib.to(device), heldout.to(device)
+    if config.eval_images is not None:
+        test = test.subset(config.eval_images)
+    times["load_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    reference = fp_logits(model, test, batch_size=config.batch_size, device=config.device)
+    fp_metrics = evaluate(model, test, reference_logits=reference, batch_size=config.batch_size,
+                          device=config.device)
+    times["fp_eval_s"] = time.perf_counter() - t
+
+    qmodel, records = erq_quantize(model, calib, config, heldout=heldout, state=state, progress=progress,
+                                   on_problem=on_problem, times=times)
+
+    t = time.perf_counter()
     metrics = evaluate(qmodel, test, reference_logits=reference, batch_size=config.batch_size,
                        device=config.device)
     times["eval_s"] = time.perf_counter() - t
