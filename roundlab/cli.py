@@ -35,7 +35,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
     hints = typing.get_type_hints(ERQConfig)
     for f in dataclasses.fields(ERQConfig):
-        if f.name == "solver_options":
+        if f.name in ("solver_options", "quant_options"):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -51,6 +51,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=str, default=None, help=help_text)
     parser.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="solver option, repeatable (e.g. --solver-opt max_iter=100 --solver-opt variant=paper)")
+    parser.add_argument("--quant-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="roundlab.quant.QuantConfig option, repeatable (e.g. --quant-opt round_zero=True)")
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -61,14 +63,15 @@ def _config_from_args(args: argparse.Namespace):
         value = getattr(args, f.name, None)
         if value is not None and f.name != "method":
             overrides[f.name] = value
-    options = {}
-    for item in args.solver_opt:
-        if "=" not in item:
-            raise RoundlabError(f"--solver-opt expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        options[key.strip()] = _parse_value(value.strip())
-    if options:
-        overrides["solver_options"] = options
+    for flag, field_name in (("solver_opt", "solver_options"), ("quant_opt", "quant_options")):
+        options = {}
+        for item in getattr(args, flag):
+            if "=" not in item:
+                raise RoundlabError(f"--{flag.replace('_', '-')} expects KEY=VALUE, got {item!r}")
+            key, value = item.split("=", 1)
+            options[key.strip()] = _parse_value(value.strip())
+        if options:
+            overrides[field_name] = options
     return ERQConfig.for_method(args.method or "erq", **overrides)
 
 

@@ -22,7 +22,8 @@ RECORDS = ("basic", "full")
 
 #: Named rows of the results tables. Each maps to switches of :class:`ERQConfig`.
 METHODS: dict[str, dict[str, Any]] = {
-    "rtn": {"calibration": "minmax", "aqer": False, "wqer": False},   # min/max quantizers, round to nearest
+    # min/max quantizers, layer-wise activations, no reparameterisation, single-grid weights, round to nearest
+    "rtn": {"calibration": "minmax", "reparam": False, "dual_uniform": False, "aqer": False, "wqer": False},
     "calib": {"aqer": False, "wqer": False},          # RepQ-ViT calibration + reparam (the paper's "baseline")
     "aqer": {"aqer": True, "wqer": False},            # + Aqer, weights rounded to nearest
     "wqer": {"aqer": False, "wqer": True},            # + Wqer only
@@ -55,6 +56,7 @@ class ERQConfig:
     data_flow: str = "independent"          # "independent" (release) | "sequential" (GPTQ-like)
     dual_uniform: bool = True               # TPAMI dual-uniform weights for qkv/fc1
     reparam: bool = True                    # RepQ-ViT reparameterisation of post-LN quantizers
+    quant_options: dict = field(default_factory=dict)   # any other roundlab.quant.QuantConfig field
     calib_images: int = 32
     heldout_images: int = 32                # for held-out Eq. 4 errors in the per-layer records
     eval_images: int | None = None          # None: the whole test split
@@ -94,6 +96,21 @@ class ERQConfig:
         if unknown:
             raise RoundlabError(f"unknown ERQConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**{**METHODS[method], **overrides, "method": method})
+
+    def quant_config(self):
+        """The :class:`roundlab.quant.QuantConfig` of this run (``quant_options`` override the derived fields)."""
+        from roundlab.quant import QuantConfig
+
+        q = {"wbits": self.wbits, "abits": self.abits, "dual_uniform": self.dual_uniform,
+             "reparam": self.reparam and self.calibration == "percentile"}
+        if self.calibration == "minmax":
+            q.update(weight_percentiles=(1.0,), act_percentiles=(1.0,), softmax_percentiles=(1.0,),
+                     channelwise_post_ln=False, reparam=False)
+        known = {f.name for f in fields(QuantConfig)}
+        unknown = sorted(set(self.quant_options) - known)
+        if unknown:
+            raise RoundlabError(f"unknown quant option(s) {unknown}; known: {sorted(known)}")
+        return QuantConfig(**{**q, **self.quant_options})
 
     def replace(self, **changes) -> "ERQConfig":
         return replace(self, **changes)
