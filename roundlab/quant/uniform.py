@@ -1,0 +1,190 @@
+"""Uniform fake-quantizer with the percentile-MSE scale search (ERQ_SPEC §3.1).
+
+One class serves weights and activations; ``granularity`` says what one (s, z) pair covers:
+
+* ``"tensor"``: the whole tensor (layer-wise activations); ``scale``/``zero`` are 0-d.
+* ``"channel"``: each index of the LAST dim (post-LN activations ``[..., C]``, also NHWC Swin); shape ``[C]``.
+* ``"row"``: each index of the FIRST dim over everything else (weights, conv weights as ``W.reshape(Dout, -1)``);
+  shape ``[R, 1]``, broadcastable to the 2-D view.
+
+A quantizer starts uncalibrated; using it then raises :class:`~roundlab.errors.RoundlabError`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from roundlab.errors import RoundlabError, check
+from roundlab.quant.grid import check_bits, fake_quant, levels
+from roundlab.quant.quantile import OrderStatistics
+
+GRANULARITIES = ("tensor", "channel", "row")
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Calibration arithmetic runs in float64 for float64 inputs and in float32 otherwise (half inputs included)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def safe_scale(hi: torch.Tensor, lo: torch.Tensor, full_range: torch.Tensor, bits: int) -> torch.Tensor:
+    """``s = (hi - lo) / L``, guarded for degenerate slices so that it is always finite and > 0.
+
+    Falls back, where the clipped range is empty, to the slice's full range (max − min) / L, then (constant slice c)
+    to |c| / L, which reproduces c exactly, then to 1 (all-zero slice: any scale maps 0 to 0).
+    """
+    L = levels(bits)
+    s = (hi - lo) / L
+    s = torch.where(s > 0, s, full_range / L)
+    s = torch.where(s > 0, s, torch.maximum(hi.abs(), lo.abs()) / L)
+    s = torch.where((s > 0) & torch.isfinite(s), s, torch.ones_like(s))
+    return s
+
+
+def search_uniform(rows: torch.Tensor, bits: int, percentiles) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile-MSE search (ERQ_SPEC §3.1) for every row of the 2-D ``rows``, vectorised over rows.
+
+    For each candidate ``p`` in order: ``hi = q_p``, ``lo = q_{1-p}``, ``s = (hi - lo) / L``, ``z = rnd(-lo / s)``,
+    error = mean squared fake-quantization error with round-to-nearest; a row keeps a later candidate only if its
+    error is strictly smaller (the earliest wins ties). Returns ``(scale, zero)``, each of shape ``[R]``.
+    """
+    bits = check_bits(bits)
+    with torch.no_grad():
+        v = rows.detach().to(work_dtype(rows.dtype))
+        stats = OrderStatistics(v, [q for p in percentiles for q in (p, 1.0 - p)])
+        full_range = stats.quantile(1.0) - stats.quantile(0.0)
+        best_err = best_s = best_z = None
+        for p in percentiles:
+            hi, lo = stats.quantile(p), stats.quantile(1.0 - p)
+            s = safe_scale(hi, lo, full_range, bits)
+            z = torch.round(-lo / s)
+            err = (fake_quant(v, s[:, None], z[:, None], bits) - v).pow(2).mean(dim=-1)
+            if best_err is None:
+                best_err, best_s, best_z = err, s, z
+            else:
+                better = err < best_err
+                best_err = torch.where(better, err, best_err)
+                best_s = torch.where(better, s, best_s)
+                best_z = torch.where(better, z, best_z)
+    return best_s, best_z
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise one clear error if ``x`` holds NaN or Inf (``what`` names the quantizer)."""
+    check(bool(torch.isfinite(x).all()), f"{what} saw NaN/Inf during calibration")
+
+
+class UniformQuantizer(nn.Module):
+    """Asymmetric uniform fake-quantizer ``Q(x; s, z, rho)`` with percentile-MSE calibration.
+
+    Args:
+        bits: integer in [2, 8].
+        percentiles: candidate percentiles of the search (ERQ_SPEC §3.1).
+        granularity: ``"tensor"``, ``"channel"`` (last dim) or ``"row"`` (first dim).
+        name: the layer it belongs to, used in error messages (e.g. ``"blocks.3.attn.qkv"``).
+        role: ``"activation"`` or ``"weight"``, used in error messages.
+
+    ``forward(x)`` quantizes with round-to-nearest. Inside :func:`roundlab.quant.calibration_mode` an activation
+    quantizer first calibrates itself from the first tensor it receives.
+    """
+
+    def __init__(self, bits: int, percentiles, granularity: str = "tensor", name: str = "",
+                 role: str = "activation") -> None:
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.percentiles = tuple(float(p) for p in percentiles)
+        check(granularity in GRANULARITIES,
+              f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        self.granularity = granularity
+        self.name = name
+        self.role = role
+        self.register_buffer("scale", None)
+        self.register_buffer("zero", None)
+        self.calibrating = False
+        self._seen = False
+
+    # -- state -------------------------------------------------------------------------------------------------------
+    @property
+    def calibrated(self) -> bool:
+        return self.scale is not None
+
+    def describe(self) -> str:
+        return f"{self.role} quantizer for {self.name or '<unnamed>'}"
+
+    def reset(self) -> None:
+        """Forget the calibrated parameters (the quantizer must be calibrated again before use)."""
+        self.scale = None
+        self.zero = None
+
+    def set_params(self, scale: torch.Tensor, zero: torch.Tensor) -> "UniformQuantizer":
+        """Set (s, z) directly (shapes as for this granularity); used by the reparameterisation (§4)."""
+        scale, zero = torch.as_tensor(scale), torch.as_tensor(zero)
+        check(bool(torch.isfinite(scale).all() and (scale > 0).all() and torch.isfinite(zero).all()),
+              f"{self.describe()}: scale must be finite and > 0 and zero finite")
+        self.scale, self.zero = scale.detach().clone(), zero.detach().clone()
+        return self
+
+    def start_calibration(self) -> None:
+        self.calibrating, self._seen = True, False
+
+    def stop_calibration(self) -> None:
+        self.calibrating, self._seen = False, False
+
+    # -- calibration -------------------------------------------------------------------------------------------------
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        if self.granularity == "tensor":
+            return x.reshape(1, -1)
+        if self.granularity == "channel":
+            return x.reshape(-1, x.shape[-1]).transpose(0, 1)
+        return x.reshape(x.shape[0], -1)
+
+    def calibrate(self, x: torch.Tensor) -> "UniformQuantizer":
+        """Choose (s, z) for ``x`` by the percentile-MSE search; returns ``self``."""
+        x = x.detach()
+        check(x.numel() > 0, f"{self.describe()} got an empty tensor to calibrate on")
+        check_finite(x, self.describe())
+        scale, zero = search_uniform(self._rows(x), self.bits, self.percentiles)
+        if self.granularity == "tensor":
+            scale, zero = scale[0], zero[0]
+        elif self.granularity == "row":
+            scale, zero = scale[:, None], zero[:, None]
+        self.scale, self.zero = scale, zero
+        return self
+
+    # -- quantization ------------------------------------------------------------------------------------------------
+    def _require(self) -> None:
+        if self.scale is None:
+            hint = ("run a forward pass inside roundlab.quant.calibration_mode(model) first" if self.role == "activation"
+                    else "call .calibrate(layer.weight) (or roundlab.quant.calibrate_weights(model)) first")
+            raise RoundlabError(f"{self.describe()} is not calibrated; {hint}")
+
+    def element_grid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, zero)``: 0-d (tensor), ``[C]`` (channel) or ``[R, 1]`` (row; broadcastable to the 2-D view)."""
+        self._require()
+        return self.scale, self.zero
+
+    def quantize(self, x: torch.Tensor, mode: str = "round") -> torch.Tensor:
+        """Fake-quantize ``x`` with the fixed calibrated (s, z) and rounding ``mode`` ("round", "floor", "ceil")."""
+        self._require()
+        s, z = self.scale.to(x.dtype), self.zero.to(x.dtype)
+        if self.granularity == "tensor":
+            return fake_quant(x, s, z, self.bits, mode)
+        if self.granularity == "channel":
+            if x.shape[-1] != s.shape[0]:
+                raise RoundlabError(f"{self.describe()} was calibrated for {s.shape[0]} channels (last dim), "
+                                    f"got a tensor of shape {tuple(x.shape)}")
+            return fake_quant(x, s, z, self.bits, mode)
+        if x.shape[0] != s.shape[0]:
+            raise RoundlabError(f"{self.describe()} was calibrated for {s.shape[0]} rows, "
+                                f"got a tensor of shape {tuple(x.shape)}")
+        return fake_quant(x.reshape(x.shape[0], -1), s, z, self.bits, mode).reshape(x.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating and not self._seen:
+            self.calibrate(x)
+            self._seen = True
+        return self.quantize(x)
+
+    def extra_repr(self) -> str:
+        state = "calibrated" if self.calibrated else "uncalibrated"
+        return f"bits={self.bits}, granularity={self.granularity}, {state}, name={self.name!r}"
