@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from timm.layers import Attention
 from timm.models.swin_transformer import WindowAttention
+from timm.models.vision_transformer import Attention  # re-exported from timm.layers in timm >= 1.0.x
 
 
 def _add_attn_mask(attn: torch.Tensor, attn_mask: Optional[torch.Tensor], is_causal: bool) -> torch.Tensor:
@@ -48,7 +48,9 @@ class QuantViTAttention(Attention):
         attn = self.attn_drop(attn.softmax(dim=-1))
         x = self.matmul2(attn, v)
         x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)
-        x = self.norm(x)
+        norm = getattr(self, "norm", None)          # scale_norm (newer timm); absent in older versions
+        if norm is not None:
+            x = norm(x)
         if gate is not None:
             x = x * gate
         return self.proj_drop(self.proj(x))
