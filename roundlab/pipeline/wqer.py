@@ -10,7 +10,7 @@
    caller passes. With ``rounding=False`` the segment is rounded to nearest.
 3. Ridge on the rest (paper Eq. 17): ``Θ[i, R] −= ((G_RR + c·I)⁻¹ G_RS δ_iᵀ)ᵀ`` with one Cholesky factorisation per
    step shared by all rows (``ridge=False`` skips it).
-4. ``Θ[:, S]`` ← the chosen grid points (written from ``fake_quant``, so exactly on the grid).
+4. ``Θ[:, S]`` ← the chosen grid points (``problem.quantized``: ``fake_quant`` values, so exactly on the grid).
 
 The quantizer is fixed (``scale``/``zero`` per element, calibrated beforehand on the post-Aqer weights); weights the
 ridge pushes out of range are clamped by the grid. A bias-free layer's last weight column is rounded to nearest at
@@ -132,10 +132,7 @@ def wqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, scale: tor
                 L = cholesky(G_RR, lam, what="Wqer Gram matrix")
                 Z = torch.cholesky_solve(G_RS @ delta[:, :, None], L)[..., 0]  # (rows, |R|)
                 theta.scatter_(1, R, torch.gather(theta, 1, R) - Z)
-        q_lo = fake_quant(w, s_S, z_S, bits, "floor")
-        q_hi = fake_quant(w, s_S, z_S, bits, "ceil")
-        up = delta == problem.hi.to(torch.float64)
-        theta.scatter_(1, S, torch.where(up, q_hi, q_lo))
+        theta.scatter_(1, S, problem.quantized(res.delta).to(theta.dtype))
         if on_problem is not None:
             on_problem(step, problem, res, S)
         result.steps.append(WqerStep(step=step, n_cols=n_q, objective=float(res.objective.sum()),
