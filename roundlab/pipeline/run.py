@@ -168,7 +168,7 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
             progress: bool = True, on_problem=None) -> dict:
     """Load the model and data of ``config``, quantize, evaluate; return the result (also in ``result.json``)."""
     from roundlab.data import calibration_split, load_dataset
-    from roundlab.evaluate import evaluate, fp_logits
+    from roundlab.evaluate import evaluate
     from roundlab.zoo import load_model
 
     times: dict[str, float] = {}
@@ -190,9 +190,7 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     times["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    reference = fp_logits(model, test, batch_size=config.batch_size, device=config.device)
-    fp_metrics = evaluate(model, test, reference_logits=reference, batch_size=config.batch_size,
-                          device=config.device)
+    fp_metrics, reference = _fp_reference(model, test, config, cache_dir=state.dir.parent / "_fp_cache")
     times["fp_eval_s"] = time.perf_counter() - t
 
     qmodel, records = erq_quantize(model, calib, config, heldout=heldout, state=state, progress=progress,
@@ -213,6 +211,31 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     }
     _atomic_write(state.dir / "result.json", json.dumps(result, indent=2, default=float))
     return result
+
+
+def _fp_reference(model, test, config: ERQConfig, cache_dir: Path) -> tuple[dict, torch.Tensor]:
+    """FP metrics and logits on the test split, cached by a hash of the weights and the evaluated images."""
+    import hashlib
+
+    from roundlab.evaluate import evaluate
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(f"{len(test)}:{config.eval_images}:{config.dataset}:{config.data_root}".encode())
+    path = cache_dir / f"{config.model}-{h.hexdigest()[:16]}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        return saved["metrics"], saved["logits"]
+    out = evaluate(model, test, batch_size=config.batch_size, device=config.device, return_logits=True)
+    logits = out.pop("logits")
+    out.update(agreement=1.0, kl=0.0)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"metrics": out, "logits": logits}, tmp)
+    tmp.replace(path)
+    return out, logits
 
 
 def _sum_wqer(records: list[dict]) -> dict:
