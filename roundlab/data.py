@@ -282,6 +282,22 @@ def download_fashion_mnist(dest: str | Path, mirror: str | None = None) -> Path:
     return dest
 
 
+_IDX_CACHE: dict = {}
+
+
+def _read_cached(path: Path) -> np.ndarray:
+    """read_idx, remembered per (path, size, mtime) for the process: Fashion-MNIST's train split takes ~1 s to inflate."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _IDX_CACHE:
+        if len(_IDX_CACHE) >= 8:
+            _IDX_CACHE.clear()
+        arr = read_idx(path)
+        arr.setflags(write=False)
+        _IDX_CACHE[key] = arr
+    return _IDX_CACHE[key]
+
+
 def _load_fmnist(split: str, root, download: bool, mean, std) -> TensorImageDataset:
     base = "train" if split in ("train", "val") else split
     if root is not None:
@@ -298,7 +314,7 @@ def _load_fmnist(split: str, root, download: bool, mean, std) -> TensorImageData
         hint = "install Debian's dataset-fashion-mnist, pass --data-root DIR, or download=True when online"
         raise RoundlabError(f"Fashion-MNIST {missing}[.gz] not found; looked in {', '.join(map(str, looked))}; "
                             f"{hint}")
-    images, labels = read_idx(img), read_idx(lbl)
+    images, labels = _read_cached(img), _read_cached(lbl)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise RoundlabError(f"{img} holds {images.dtype} {images.shape}, expected uint8 (N, H, W) images")
     if labels.ndim != 1 or len(labels) != len(images):
@@ -317,12 +333,13 @@ def _load_fmnist(split: str, root, download: bool, mean, std) -> TensorImageData
 # ------------------------------------------------------------------------------------------------------------ ImageNet
 def imagenet_transform(data_config: dict | None):
     """The timm eval transform for ``data_config`` (a timm data config; None → ImageNet defaults at 224)."""
-    from timm.data import create_transform, resolve_data_config
+    from timm.data import create_transform
 
-    cfg = resolve_data_config(dict(data_config or {}))
-    return create_transform(**{k: v for k, v in cfg.items()
-                               if k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")},
-                            is_training=False)
+    spec = DATASETS["imagenet"]
+    cfg = {"input_size": spec.input_size, "interpolation": "bicubic", "mean": spec.mean, "std": spec.std,
+           "crop_pct": 0.875, "crop_mode": "center"}
+    cfg.update({k: v for k, v in (data_config or {}).items() if k in cfg and v is not None})
+    return create_transform(**cfg, is_training=False)
 
 
 def _load_imagenet(split: str, root, data_config) -> ImageFolderDataset:

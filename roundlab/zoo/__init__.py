@@ -58,10 +58,14 @@ def load_zoo_model(name: str, checkpoint: str | Path | None = None) -> tuple[tor
         raise RoundlabError(f"no checkpoint for zoo model {name!r} at {path}{hint}")
     model = entry.build()
     state = _read_state_dict(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    fits = f"checkpoint {path} does not fit zoo model {name!r} ({entry.timm_class} {entry.arch})"
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # shape mismatches
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:200])
+        raise RoundlabError(f"{fits}: {first}") from None
     if missing or unexpected:
-        raise RoundlabError(f"checkpoint {path} does not fit zoo model {name!r} ({entry.timm_class} {entry.arch}): "
-                            f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+        raise RoundlabError(f"{fits}: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
     return model, dict(entry.data_config)
 
 

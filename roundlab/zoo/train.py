@@ -1,9 +1,14 @@
 """Train the zoo models on Fashion-MNIST and write ``<name>.safetensors`` + ``<name>.json`` (the card).
 
-A one-off: the checkpoints are committed. The commands that made them (GPU, then the card re-measured on CPU)::
+A one-off: the checkpoints are committed. The commands that made them (two processes sharing one H100, then the
+cards re-measured on CPU; each card's ``training.command`` and ``notes`` say the same)::
 
-    python -m roundlab.zoo.train --model all --device cuda --out-dir OUT --time-budget 3.2
+    python -m roundlab.zoo.train --model fmnist-vit fmnist-deit --device cuda --out-dir OUT --time-budget 3.4
+    python -m roundlab.zoo.train --model fmnist-swin --device cuda --out-dir OUT --time-budget 7
     python -m roundlab.zoo.train --remeasure --model all            # on CPU, from roundlab/zoo/checkpoints
+
+A smoke run on CPU: ``python -m roundlab.zoo.train --model all --device cpu --max-steps 3 --eval-images 200
+--out-dir /tmp/zoo``.
 
 Recipe (``roundlab.zoo.registry.Recipe``): AdamW without weight decay on norms/biases/embeddings/tokens, linear
 warm-up then per-step cosine decay, label smoothing, stochastic depth, random crop of the zero-padded image,
@@ -111,6 +116,8 @@ def train_one(name: str, recipe, device: torch.device, out_dir: Path, data_root=
     torch.manual_seed(recipe.seed)
     train = load_dataset("fashion-mnist", "train", root=data_root)
     val = load_dataset("fashion-mnist", "val", root=data_root)
+    if eval_images:   # smoke runs: watch a val subset of the same size
+        val = val.subset(min(eval_images, len(val)))
     test = load_dataset("fashion-mnist", "test", root=data_root)
     if recipe.fit_images > len(train):
         raise RoundlabError(f"recipe fit_images={recipe.fit_images} exceeds the {len(train)} training images")
@@ -310,7 +317,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                         help="minutes per model: fewer epochs if the first steps' speed says they would not fit")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
-    parser.add_argument("--eval-images", type=int, default=None, help="measure the card on a test subset (smoke)")
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="smoke runs: measure the card (and watch val) on subsets of this size")
     parser.add_argument("--eval-every", type=int, default=10, help="val evaluation every N epochs")
     parser.add_argument("--teacher-checkpoint", default=None,
                         help="distillation teacher weights (default: out-dir's, then the committed one)")
