@@ -17,8 +17,8 @@ from roundlab.pipeline.ridge import ridge_solve, with_ones
 
 
 def stack_theta(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``Θ = [W | b]`` in float64 (just ``W`` without a bias)."""
-    W64 = W.detach().to(torch.float64)
+    """``Θ = [W | b]`` in float64 (just ``W`` without a bias); always a new tensor, safe to update in place."""
+    W64 = W.detach().to(torch.float64, copy=True)
     return W64 if b is None else torch.cat([W64, b.detach().to(torch.float64)[:, None]], dim=1)
 
 

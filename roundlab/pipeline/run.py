@@ -180,8 +180,8 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     t = time.perf_counter()
     model, data_cfg = load_model(config.model, device=config.device, checkpoint=config.checkpoint)
     dataset = config.dataset or data_cfg.get("dataset", "fashion-mnist")
-    train = load_dataset(dataset, split="train", root=config.data_root)
-    test = load_dataset(dataset, split="test", root=config.data_root)
+    train = load_dataset(dataset, split="train", root=config.data_root, data_config=data_cfg)
+    test = load_dataset(dataset, split="test", root=config.data_root, data_config=data_cfg)
     calib, heldout = calibration_split(train, n=config.calib_images, n_heldout=config.heldout_images,
                                        seed=config.seed)
     calib, heldout = calib.to(device), heldout.to(device)

@@ -79,3 +79,11 @@ def test_a_better_solver_lowers_each_segment_objective():
     for step in res.steps:
         assert step.objective <= step.objective_nearest * (1 + 1e-12)
     assert sum(s.objective for s in res.steps) < sum(s.objective_nearest for s in res.steps)
+
+
+def test_inputs_are_not_modified():
+    """Regression: a float64, bias-free W used to be updated in place (``.to`` returns the same tensor)."""
+    X, W, _, scale, zero, bits = _layer(seed=6)
+    W_before = W.clone()
+    wqer(W, None, X, scale, zero, bits, get_solver("greedy"), lam=1.0)
+    assert torch.equal(W, W_before)
