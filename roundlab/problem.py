@@ -1,0 +1,416 @@
+"""The per-row rounding problem every solver answers, and the result every solver returns.
+
+A :class:`RoundingProblem` is one segment of ``R`` rows × ``d`` weights. Row ``r`` chooses, per element, one of two
+candidates ``δ_j ∈ {lo_j, hi_j}`` (``lo = Q_floor(w) − w``, ``hi = Q_ceil(w) − w``; equal where the clamp binds, so
+such an element has no choice) to minimise
+
+    L_r(δ) = δ M δᵀ = (1/N) Σ_n (δ · x̄_n)²,   M = X̄ᵀX̄ / N   (SOLVERS.md; ERQ_SPEC §11: ERQ's μμᵀ + Σ is this M).
+
+Rows are independent. The objective data is either ``M`` ("proxy") or the N samples ``X`` themselves ("samples",
+``M`` is then derived exactly as ``XᵀX/N``); either is shared by all rows, ``(d, d)`` / ``(N, d)``, or given per row,
+``(R, d, d)`` / ``(R, N, d)``. Sign convention: ``δ = quantized − FP`` (the release's).
+
+Everything is stored in float64 on the weights' device; solvers compute objectives in float64.
+A :class:`RoundingResult` carries the chosen ``δ`` (an exact copy of ``lo`` or ``hi`` per element, so ``w + δ`` is
+the grid point ``Q_floor(w)`` or ``Q_ceil(w)``; :meth:`RoundingProblem.quantized` returns the grid values
+themselves), the per-row objective and, per row, what the solver can actually claim (:class:`Status`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+from roundlab.errors import RoundlabError
+from roundlab.quant.grid import check_bits, fake_quant
+
+F64 = torch.float64
+
+
+class Status(str, Enum):
+    """What a solver can claim about one row's answer (JSON-able: ``Status.OPTIMAL.value == "optimal"``).
+
+    * ``OPTIMAL`` — proven: exhaustive search, or a backend that reported optimality *and* gave a bound within the
+      gap tolerance of the returned objective (or a certified lower bound closed the gap). Never a label alone.
+    * ``FEASIBLE`` — a valid rounding from an exact method without a proof (no bound, or a gap above tolerance).
+    * ``TIME_LIMIT`` — an exact method stopped by its time limit; its incumbent (or the warm start) is returned.
+    * ``ITERATION_LIMIT`` — an iterative heuristic stopped by ``max_iter`` while it was still improving.
+    * ``LOCAL_OPTIMUM`` — no single flip improves the row (checked with a freshly computed gradient).
+    * ``HEURISTIC`` — a heuristic's answer, no claim beyond being a valid rounding.
+    * ``FALLBACK`` — the solver's own answer was worse than its start (``init`` or round-to-nearest), or it found
+      none; the start was returned instead (``RoundingResult.fallback`` is set for these rows).
+    """
+
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"
+    TIME_LIMIT = "time_limit"
+    ITERATION_LIMIT = "iteration_limit"
+    LOCAL_OPTIMUM = "local_optimum"
+    HEURISTIC = "heuristic"
+    FALLBACK = "fallback"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _as_float_tensor(x, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except Exception:
+            raise RoundlabError(f"{what} must be a tensor, got {type(x).__name__}") from None
+    if not x.is_floating_point():
+        x = x.to(F64)
+    return x
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise RoundlabError(f"{what} contains NaN or infinite values")
+
+
+def proxy_matrix(X: torch.Tensor, covariance: str = "biased") -> torch.Tensor:
+    """ERQ's proxy matrix ``μμᵀ + Σ`` (paper Eq. 12) from samples ``X`` (N, d), in float64.
+
+    ``covariance="biased"`` (1/N) gives exactly ``XᵀX/N`` (ERQ_SPEC §11); ``"unbiased"`` (1/(N−1), ``torch.cov``'s
+    default and the release's choice) gives ``M + Σ_b/(N−1)``, so ``L ≤ proxy ≤ N/(N−1)·L`` for every δ.
+    """
+    X = _as_float_tensor(X, "X").to(F64)
+    if X.dim() != 2 or X.shape[0] < 2:
+        raise RoundlabError(f"X must be (N, d) with N >= 2, got shape {tuple(X.shape)}")
+    if covariance not in ("biased", "unbiased"):
+        raise RoundlabError(f"covariance must be 'biased' or 'unbiased', got {covariance!r}")
+    mu = X.mean(0)
+    sigma = torch.cov(X.T, correction=0 if covariance == "biased" else 1)
+    return torch.outer(mu, mu) + sigma
+
+
+class RoundingProblem:
+    """R independent rows of a binary choice ``δ_j ∈ {lo_j, hi_j}`` minimising ``δ M δᵀ``.
+
+    Build one with :meth:`from_grid` (weights + grid, the usual way) or :meth:`from_candidates` (any two candidate
+    arrays; no grid, so :meth:`quantized` is unavailable). Exactly one of ``M`` (proxy) and ``X`` (samples) is given.
+
+    Attributes: ``lo``, ``hi`` (R, d) float64; ``M`` (d, d) or (R, d, d) float64, symmetrised; ``X`` (samples kind
+    only); ``w``, ``scale``, ``zero``, ``bits``, ``q_lo``, ``q_hi`` (grid problems only).
+    """
+
+    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, *, M: torch.Tensor | None = None,
+                 X: torch.Tensor | None = None, w: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                 zero: torch.Tensor | None = None, bits: int | None = None, q_lo: torch.Tensor | None = None,
+                 q_hi: torch.Tensor | None = None):
+        lo = _as_float_tensor(lo, "lo")
+        hi = _as_float_tensor(hi, "hi")
+        if lo.dim() != 2 or lo.shape != hi.shape:
+            raise RoundlabError(f"lo and hi must both be (R, d), got {tuple(lo.shape)} and {tuple(hi.shape)}")
+        R, d = lo.shape
+        if R < 1 or d < 1:
+            raise RoundlabError(f"a rounding problem needs at least one row and one column, got {R}×{d}")
+        device = lo.device
+        self.lo = lo.to(F64)
+        self.hi = hi.to(device=device, dtype=F64)
+        _check_finite(self.lo, "lo")
+        _check_finite(self.hi, "hi")
+        if bool((self.lo > self.hi).any()):
+            raise RoundlabError("every floor candidate must be <= its ceil candidate (lo <= hi)")
+        if (M is None) == (X is None):
+            raise RoundlabError("give exactly one of M (proxy objective, d×d Gram matrix) or X (samples, N×d)")
+        self.X = None
+        if X is not None:
+            X = _as_float_tensor(X, "X").to(device=device, dtype=F64)
+            if X.dim() not in (2, 3) or X.shape[-1] != d or (X.dim() == 3 and X.shape[0] != R) or X.shape[-2] < 1:
+                raise RoundlabError(f"X must be (N, {d}) or ({R}, N, {d}), got shape {tuple(X.shape)}")
+            _check_finite(X, "X")
+            self.X = X
+            M = X.transpose(-1, -2) @ X / X.shape[-2]
+        else:
+            M = _as_float_tensor(M, "M").to(device=device, dtype=F64)
+            if M.dim() not in (2, 3) or M.shape[-2:] != (d, d) or (M.dim() == 3 and M.shape[0] != R):
+                raise RoundlabError(f"M must be ({d}, {d}) or ({R}, {d}, {d}), got shape {tuple(M.shape)}")
+            _check_finite(M, "M")
+            asym = (M - M.transpose(-1, -2)).abs().amax()
+            if float(asym) > 1e-6 * float(M.abs().amax().clamp_min(1e-300)):
+                raise RoundlabError("M must be symmetric (a Gram matrix X̄ᵀX̄/N)")
+        self.M = (M + M.transpose(-1, -2)) / 2
+        self.w, self.scale, self.zero, self.bits, self.q_lo, self.q_hi = w, scale, zero, bits, q_lo, q_hi
+
+    # ----------------------------------------------------------------------------------------------- builders
+    @classmethod
+    def from_grid(cls, w: torch.Tensor, scale, zero, bits: int, *, M: torch.Tensor | None = None,
+                  X: torch.Tensor | None = None) -> "RoundingProblem":
+        """The rounding problem of weights ``w`` (R, d) on the grid ``(scale, zero, bits)``.
+
+        ``scale``/``zero`` broadcast to (R, d): per row ``(R, 1)``, or per element (a dual-uniform row, whose column
+        sets have different grids). Candidates come from :func:`~roundlab.quant.grid.fake_quant` in the weights' own
+        dtype, so they are the very grid points a caller computes with the same function.
+        """
+        check_bits(bits)
+        w = _as_float_tensor(w, "w")
+        if w.dim() != 2:
+            raise RoundlabError(f"w must be (R, d), got shape {tuple(w.shape)}")
+        _check_finite(w, "w")
+        try:
+            scale = torch.as_tensor(scale, dtype=w.dtype, device=w.device).expand(w.shape)
+            zero = torch.as_tensor(zero, dtype=w.dtype, device=w.device).expand(w.shape)
+        except RuntimeError:
+            raise RoundlabError(f"scale/zero must broadcast to w's shape {tuple(w.shape)}") from None
+        _check_finite(scale, "scale")
+        _check_finite(zero, "zero")
+        if bool((scale <= 0).any()):
+            raise RoundlabError("scale must be > 0 everywhere")
+        q_lo = fake_quant(w, scale, zero, bits, "floor")
+        q_hi = fake_quant(w, scale, zero, bits, "ceil")
+        w64 = w.to(F64)
+        return cls(q_lo.to(F64) - w64, q_hi.to(F64) - w64, M=M, X=X, w=w, scale=scale, zero=zero, bits=bits,
+                   q_lo=q_lo, q_hi=q_hi)
+
+    @classmethod
+    def from_candidates(cls, lo: torch.Tensor, hi: torch.Tensor, *, M: torch.Tensor | None = None,
+                        X: torch.Tensor | None = None) -> "RoundingProblem":
+        """A problem from explicit candidates (no grid): ``δ_j ∈ {lo_j, hi_j}``."""
+        return cls(lo, hi, M=M, X=X)
+
+    # ----------------------------------------------------------------------------------------------- shape
+    @property
+    def rows(self) -> int:
+        return self.lo.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.lo.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.lo.shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lo.device
+
+    @property
+    def shared(self) -> bool:
+        """True if all rows share one ``M`` (and one ``X``)."""
+        return self.M.dim() == 2
+
+    @property
+    def kind(self) -> str:
+        """``"samples"`` if built from ``X``, else ``"proxy"``."""
+        return "proxy" if self.X is None else "samples"
+
+    @property
+    def step(self) -> torch.Tensor:
+        """``hi − lo`` (R, d): the grid step, 0 where the clamp binds."""
+        return self.hi - self.lo
+
+    @property
+    def free(self) -> torch.Tensor:
+        """(R, d) bool: elements with two distinct candidates."""
+        return self.hi > self.lo
+
+    @property
+    def diag(self) -> torch.Tensor:
+        """Diagonal of ``M``, broadcastable to (R, d)."""
+        return torch.diagonal(self.M, dim1=-2, dim2=-1)
+
+    def __repr__(self) -> str:
+        grid = f", bits={self.bits}" if self.bits is not None else ""
+        return (f"RoundingProblem({self.rows}×{self.d}, {self.kind}, {'shared' if self.shared else 'per-row'} M"
+                f"{grid}, device={self.device})")
+
+    # ----------------------------------------------------------------------------------------------- algebra
+    def matvec(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per row ``M δ`` (R, d) in float64."""
+        delta = delta.to(F64)
+        if self.shared:
+            return delta @ self.M
+        return torch.bmm(self.M, delta.unsqueeze(-1)).squeeze(-1)
+
+    def columns(self, j: torch.Tensor) -> torch.Tensor:
+        """``M[:, j_r]`` for each row r (``j``: (R,) long) → (R, d). ``M`` is symmetric, so this is row ``j_r``."""
+        if self.shared:
+            return self.M.index_select(0, j)
+        return self.M[torch.arange(self.rows, device=j.device), j]
+
+    def objective(self, delta: torch.Tensor, source: str = "M") -> torch.Tensor:
+        """Per-row loss (R,) float64: ``δ M δᵀ`` (``source="M"``) or ``(1/N) Σ_n (δ·x_n)²`` (``"samples"``).
+
+        The two agree up to round-off (``M`` is ``XᵀX/N`` for a samples problem)."""
+        delta = delta.to(device=self.device, dtype=F64)
+        if delta.shape != self.lo.shape:
+            raise RoundlabError(f"delta must have shape {self.shape}, got {tuple(delta.shape)}")
+        if source == "M":
+            return (self.matvec(delta) * delta).sum(-1)
+        if source == "samples":
+            if self.X is None:
+                raise RoundlabError("this problem has no samples X (built from M); use source='M'")
+            if self.X.dim() == 2:
+                e = delta @ self.X.T
+            else:
+                e = torch.bmm(self.X, delta.unsqueeze(-1)).squeeze(-1)
+            return (e * e).mean(-1)
+        raise RoundlabError(f"source must be 'M' or 'samples', got {source!r}")
+
+    # ----------------------------------------------------------------------------------------------- candidates
+    def nearest(self) -> torch.Tensor:
+        """Round-to-nearest δ (R, d): ``fake_quant(w, "round") − w`` (half-to-even), taken from ``{lo, hi}`` exactly.
+
+        Without a grid: the candidate of smaller magnitude (ties → ``hi``)."""
+        if self.w is not None:
+            q = fake_quant(self.w, self.scale, self.zero, self.bits, "round")
+            up = q == self.q_hi
+        else:
+            up = self.hi.abs() <= self.lo.abs()
+        return torch.where(up, self.hi, self.lo)
+
+    def up(self, delta: torch.Tensor) -> torch.Tensor:
+        """(R, d) bool: where ``delta`` takes the ceil candidate (False on clamped elements)."""
+        return (delta.to(F64) == self.hi) & self.free
+
+    def delta_from_up(self, up: torch.Tensor) -> torch.Tensor:
+        """δ from a boolean choice per element (True → ``hi``)."""
+        return torch.where(up.to(torch.bool), self.hi, self.lo)
+
+    def flipped(self, delta: torch.Tensor) -> torch.Tensor:
+        """The other candidate of every element (the same one where the clamp binds)."""
+        return torch.where(delta == self.hi, self.lo, self.hi)
+
+    def on_candidates(self, delta: torch.Tensor) -> torch.Tensor:
+        """(R, d) bool: ``delta`` equals ``lo`` or ``hi`` exactly."""
+        delta = delta.to(device=self.device, dtype=F64)
+        return (delta == self.lo) | (delta == self.hi)
+
+    def snap(self, delta: torch.Tensor, what: str = "init", rtol: float = 1e-6) -> torch.Tensor:
+        """Map ``delta`` (any float dtype) to the exact candidates; error if an element is not close to either."""
+        delta = _as_float_tensor(delta, what)
+        if tuple(delta.shape) != self.shape:
+            raise RoundlabError(f"{what} must have shape {self.shape}, got {tuple(delta.shape)}")
+        delta = delta.to(device=self.device, dtype=F64)
+        dlo, dhi = (delta - self.lo).abs(), (delta - self.hi).abs()
+        tol = rtol * torch.maximum(self.step, torch.maximum(self.lo.abs(), self.hi.abs())).clamp_min(1e-30)
+        bad = torch.minimum(dlo, dhi) > tol
+        if bool(bad.any()):
+            raise RoundlabError(f"{what} is not on the floor/ceil candidates at {int(bad.sum())} element(s)")
+        return torch.where(dhi < dlo, self.hi, self.lo)
+
+    def quantized(self, delta: torch.Tensor) -> torch.Tensor:
+        """The grid values ``Q_floor(w)``/``Q_ceil(w)`` (weights' dtype) that ``delta`` chooses."""
+        if self.q_lo is None:
+            raise RoundlabError("this problem was built from candidates, not a grid; quantized() needs from_grid")
+        return torch.where(self.up(delta), self.q_hi, self.q_lo)
+
+    # ----------------------------------------------------------------------------------------------- subsets
+    def subproblem(self, rows) -> "RoundingProblem":
+        """The problem restricted to ``rows`` (a slice, list or index tensor)."""
+        idx = torch.as_tensor(rows, device=self.device) if not isinstance(rows, slice) else rows
+        if isinstance(idx, torch.Tensor) and idx.dim() == 0:
+            idx = idx.reshape(1)
+        pick = (lambda t: None if t is None else t[idx])
+        new = object.__new__(RoundingProblem)
+        new.lo, new.hi = self.lo[idx], self.hi[idx]
+        new.M = self.M if self.shared else self.M[idx]
+        new.X = None if self.X is None else (self.X if self.X.dim() == 2 else self.X[idx])
+        new.w, new.scale, new.zero, new.q_lo, new.q_hi = (pick(self.w), pick(self.scale), pick(self.zero),
+                                                         pick(self.q_lo), pick(self.q_hi))
+        new.bits = self.bits
+        if new.lo.shape[0] < 1:
+            raise RoundlabError("subproblem needs at least one row")
+        return new
+
+    def to(self, device) -> "RoundingProblem":
+        """A copy on ``device``."""
+        new = object.__new__(RoundingProblem)
+        for k, v in self.__dict__.items():
+            setattr(new, k, v.to(device) if isinstance(v, torch.Tensor) else v)
+        return new
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if (x is None or math.isnan(x)) else float(x)
+
+
+@dataclass(eq=False)
+class RoundingResult:
+    """A solver's answer to a :class:`RoundingProblem`.
+
+    ``delta`` (R, d) lives on the problem's device; the per-row records (``objective``, ``bound``, ``gap``,
+    ``row_time``, ``iterations``, ``fallback``) are small CPU tensors. ``objective`` is recomputed in float64 from
+    ``delta`` by the solver base class, never taken from a backend. ``bound`` is a valid lower bound on the row's
+    optimum where the solver has one (NaN otherwise); ``gap = (objective − bound) / objective`` (0 where the objective is 0).
+    ``time`` is the total wall time in seconds; ``row_time`` is measured per row where the solver works row by row,
+    else the total divided evenly. ``iterations`` counts the solver's own unit of work (flips for rr/greedy,
+    optimizer steps for adaround, branch-and-bound nodes for miqp, enumerated points for brute).
+    """
+
+    delta: torch.Tensor
+    objective: torch.Tensor
+    status: tuple[Status, ...]
+    bound: torch.Tensor
+    gap: torch.Tensor
+    time: float
+    row_time: torch.Tensor
+    iterations: torch.Tensor
+    fallback: torch.Tensor
+    solver: str = ""
+    config: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return self.delta.shape[0]
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.status:
+            counts[s.value] = counts.get(s.value, 0) + 1
+        return counts
+
+    def with_bound(self, bound: torch.Tensor, rtol: float = 1e-9) -> "RoundingResult":
+        """A copy with ``bound`` = the larger of the current and the given valid lower bound (R,), and the gap
+        recomputed; rows whose gap falls to ≤ ``rtol`` become ``OPTIMAL`` (the bound is the proof)."""
+        bound = torch.as_tensor(bound, dtype=F64).reshape(-1).cpu()
+        if bound.shape[0] != self.rows:
+            raise RoundlabError(f"bound must have {self.rows} entries, got {bound.shape[0]}")
+        best = torch.where(torch.isnan(self.bound), bound, torch.fmax(self.bound, bound))
+        gap = relative_gap(self.objective, best)
+        status = tuple(Status.OPTIMAL if (not math.isnan(g) and g <= rtol) else s
+                       for s, g in zip(self.status, gap.tolist()))
+        return RoundingResult(self.delta, self.objective, status, best, gap, self.time, self.row_time,
+                              self.iterations, self.fallback, self.solver, self.config, dict(self.info))
+
+    def summary(self) -> dict:
+        """A JSON-able per-call record: status counts, summed objective/bound, gaps, time, iterations."""
+        gaps = self.gap[~torch.isnan(self.gap)]
+        has_bound = bool((~torch.isnan(self.bound)).all())
+        out = {
+            "solver": self.solver,
+            "config": self.config,
+            "rows": self.rows,
+            "d": int(self.delta.shape[1]),
+            "objective": float(self.objective.sum()),
+            "bound": float(self.bound.sum()) if has_bound else None,
+            "status": self.status_counts(),
+            "fallback": int(self.fallback.sum()),
+            "mean_gap": _nan_to_none(float(gaps.mean())) if gaps.numel() else None,
+            "max_gap": _nan_to_none(float(gaps.max())) if gaps.numel() else None,
+            "time_s": float(self.time),
+            "iterations": int(self.iterations.sum()),
+        }
+        for k, v in self.info.items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                out.setdefault(k, v)
+            elif isinstance(v, dict) and all(isinstance(x, (int, float, str, bool)) for x in v.values()):
+                out.setdefault(k, dict(v))
+        return out
+
+
+def relative_gap(objective: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """``max(0, objective − bound) / objective`` per row (0 where both are ~0, NaN where there is no bound)."""
+    objective = objective.to(F64).cpu()
+    bound = bound.to(F64).cpu()
+    diff = (objective - bound).clamp_min(0.0)
+    # M is a Gram matrix (PSD), so an objective of 0 is optimal whatever the bound says.
+    gap = torch.where(objective > 0, diff / objective.clamp_min(1e-300), torch.zeros_like(diff))
+    return torch.where(torch.isnan(bound), torch.nan, gap)

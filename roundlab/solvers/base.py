@@ -1,0 +1,255 @@
+"""The solver base class: validate inputs, call the solver, check the answer's invariants, build the result.
+
+A solver is a :class:`Solver` subclass with a frozen, validated config dataclass (``Config``) and one method,
+:meth:`Solver.solve`, that returns a :class:`Solution`. :meth:`Solver.__call__` does everything else, the same way
+for every solver (the optimum-quanto shape): it snaps ``init`` onto the candidates, times the call, checks that every
+returned element is exactly ``lo`` or ``hi``, recomputes the objective in float64 (a backend's own number is never
+trusted), computes gaps from the bounds, and marks rows that have no free element as trivially ``OPTIMAL``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from roundlab.errors import RoundlabError
+from roundlab.problem import F64, RoundingProblem, RoundingResult, Status, relative_gap
+
+#: Integer codes for per-row status tensors (batched solvers): ``STATUSES[code]``.
+STATUSES: tuple[Status, ...] = tuple(Status)
+CODE = {s: i for i, s in enumerate(STATUSES)}
+
+
+# --------------------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class SolverConfig:
+    """Base of every solver config: frozen, validated in ``__post_init__`` (override :meth:`validate`)."""
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`RoundlabError` on a bad value; the default accepts everything."""
+
+    def asdict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None, *, none: bool = False) -> None:
+    """``value`` is an int (not bool) in [lo, hi] (or None when ``none``)."""
+    if value is None and none:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise RoundlabError(f"{name} must be an integer{rng}{' or None' if none else ''}, got {value!r}")
+
+
+def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, none: bool = False) -> None:
+    """``value`` is a real number in [lo, hi] (``(lo, hi]`` when ``lo_open``), finite unless ``hi`` is inf."""
+    if value is None and none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if ok and hi is None and math.isinf(value):
+        ok = False
+    if not ok:
+        left = "(" if lo_open else "["
+        raise RoundlabError(f"{name} must be a number in {left}{lo if lo is not None else '-inf'}, "
+                            f"{hi if hi is not None else 'inf'}]{' or None' if none else ''}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence) -> None:
+    if value not in choices:
+        raise RoundlabError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise RoundlabError(f"{name} must be True or False, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NoConfig(SolverConfig):
+    """A solver without options."""
+
+
+# --------------------------------------------------------------------------------------------------- solutions
+@dataclass
+class Solution:
+    """What :meth:`Solver.solve` returns; :meth:`Solver.__call__` turns it into a :class:`RoundingResult`.
+
+    ``status``: one :class:`Status` for every row, a sequence of R, or an int tensor of codes into ``STATUSES``.
+    ``bound``: (R,) valid lower bounds (NaN where none). ``iterations``: (R,). ``row_time``: (R,) seconds, if the
+    solver measured rows separately. ``fallback``: (R,) bool, rows where the start was returned instead.
+    """
+
+    delta: torch.Tensor
+    status: Any
+    bound: torch.Tensor | None = None
+    iterations: torch.Tensor | None = None
+    row_time: torch.Tensor | None = None
+    fallback: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+
+def start_point(problem: RoundingProblem, init: torch.Tensor | None) -> torch.Tensor:
+    """The start of a local method: ``init`` (already snapped by ``__call__``) or round-to-nearest."""
+    return problem.nearest() if init is None else init.clone()
+
+
+def keep_better(problem: RoundingProblem, delta: torch.Tensor, start: torch.Tensor,
+                codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``start`` on rows where ``delta`` is strictly worse; those rows get status FALLBACK.
+
+    Returns ``(delta, codes, fallback)`` with ``fallback`` a CPU bool tensor (R,)."""
+    worse = problem.objective(delta) > problem.objective(start)
+    delta = torch.where(worse[:, None], start, delta)
+    codes = torch.where(worse.cpu(), torch.full_like(codes, CODE[Status.FALLBACK]), codes)
+    return delta, codes, worse.cpu()
+
+
+def full_codes(problem: RoundingProblem, status: Status) -> torch.Tensor:
+    return torch.full((problem.rows,), CODE[status], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------------- solver
+class Solver(ABC):
+    """A rounding solver. Subclass, set ``Config`` (a frozen :class:`SolverConfig`), implement :meth:`solve`,
+    and register with ``@register_solver("name")``.
+
+    Class attributes: ``name`` (set by the registry), ``Config``, ``requires`` (importable modules the solver needs,
+    imported only on use), ``exact`` (can prove optimality), ``uses_init`` (``init`` is a start/warm start; solvers
+    that ignore it say so in their docstring).
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[SolverConfig]] = NoConfig
+    requires: ClassVar[tuple[str, ...]] = ()
+    exact: ClassVar[bool] = False
+    uses_init: ClassVar[bool] = True
+
+    def __init__(self, config: SolverConfig | None = None, **options):
+        if config is not None and options:
+            raise RoundlabError(f"{self._label()}: pass either a config object or keyword options, not both")
+        if config is None:
+            config = make_config(self.Config, options, self._label())
+        elif not isinstance(config, self.Config):
+            raise RoundlabError(f"{self._label()}: config must be a {self.Config.__name__}, "
+                                f"got {type(config).__name__}")
+        self.config = config
+
+    @classmethod
+    def _label(cls) -> str:
+        return f"solver {cls.name or cls.__name__!r}"
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        """Required modules that are not installed."""
+        return [m for m in cls.requires if importlib.util.find_spec(m) is None]
+
+    @classmethod
+    def available(cls) -> bool:
+        return not cls.missing()
+
+    def check(self, problem: RoundingProblem) -> None:
+        """Solver-specific input checks (raise :class:`RoundlabError`); the default checks ``requires``."""
+        missing = self.missing()
+        if missing:
+            raise RoundlabError(f"{self._label()} needs {', '.join(missing)}, which is not installed "
+                                f"(pip install {' '.join(missing)})")
+
+    @abstractmethod
+    def solve(self, problem: RoundingProblem, init: torch.Tensor | None) -> Solution:
+        """Solve all rows; ``init`` is None or (R, d) float64 exactly on the candidates."""
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self.config).items())
+        return f"{type(self).__name__}({opts})"
+
+    def __call__(self, problem: RoundingProblem, init: torch.Tensor | None = None) -> RoundingResult:
+        if not isinstance(problem, RoundingProblem):
+            raise RoundlabError(f"{self._label()} expects a RoundingProblem, got {type(problem).__name__}")
+        self.check(problem)
+        if init is not None:
+            init = problem.snap(init, "init")
+        t0 = time.perf_counter()
+        sol = self.solve(problem, init)
+        elapsed = time.perf_counter() - t0
+        return self._result(problem, sol, elapsed)
+
+    # ------------------------------------------------------------------------------------------ invariants
+    def _result(self, problem: RoundingProblem, sol: Solution, elapsed: float) -> RoundingResult:
+        R = problem.rows
+        delta = sol.delta
+        if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != problem.shape:
+            raise RoundlabError(f"{self._label()} returned delta of shape "
+                                f"{tuple(getattr(delta, 'shape', ()))}, expected {problem.shape}")
+        delta = delta.to(device=problem.device, dtype=F64)
+        off = ~problem.on_candidates(delta)
+        if bool(off.any()):
+            raise RoundlabError(f"{self._label()} returned {int(off.sum())} element(s) off the floor/ceil "
+                                f"candidates (a solver bug)")
+        objective = problem.objective(delta).cpu()
+        codes = _codes(sol.status, R, self._label())
+        bound = _vec(sol.bound, R, torch.nan, F64)
+        iterations = _vec(sol.iterations, R, 0, torch.long)
+        fallback = _vec(sol.fallback, R, False, torch.bool)
+        row_time = _vec(sol.row_time, R, elapsed / R, F64)
+        trivial = ~problem.free.any(1).cpu()          # nothing to choose: the answer is the optimum
+        if bool(trivial.any()):
+            codes = torch.where(trivial, torch.full_like(codes, CODE[Status.OPTIMAL]), codes)
+            bound = torch.where(trivial, objective, bound)
+        gap = relative_gap(objective, bound)
+        status = tuple(STATUSES[c] for c in codes.tolist())
+        return RoundingResult(delta=delta, objective=objective, status=status, bound=bound, gap=gap,
+                              time=elapsed, row_time=row_time, iterations=iterations, fallback=fallback,
+                              solver=self.name or type(self).__name__, config=self.config.asdict(),
+                              info=dict(sol.info))
+
+
+def _codes(status, R: int, label: str) -> torch.Tensor:
+    if isinstance(status, Status):
+        return torch.full((R,), CODE[status], dtype=torch.long)
+    if isinstance(status, torch.Tensor):
+        codes = status.to(device="cpu", dtype=torch.long).reshape(-1)
+    else:
+        try:
+            codes = torch.tensor([CODE[Status(s)] for s in status], dtype=torch.long)
+        except (ValueError, TypeError, KeyError):
+            raise RoundlabError(f"{label} returned an invalid status {status!r}") from None
+    if codes.shape[0] != R or bool((codes < 0).any()) or bool((codes >= len(STATUSES)).any()):
+        raise RoundlabError(f"{label} returned {codes.shape[0]} status entries for {R} rows")
+    return codes
+
+
+def _vec(x, R: int, fill, dtype) -> torch.Tensor:
+    if x is None:
+        return torch.full((R,), fill, dtype=dtype)
+    x = torch.as_tensor(x).to(device="cpu", dtype=dtype).reshape(-1)
+    if x.shape[0] != R:
+        raise RoundlabError(f"a solver returned a per-row record of length {x.shape[0]} for {R} rows")
+    return x
+
+
+def make_config(config_cls: type[SolverConfig], options: dict, label: str) -> SolverConfig:
+    """Build ``config_cls(**options)``; unknown keys are one clear error."""
+    known = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise RoundlabError(f"{label}: unknown option(s) {unknown}; known: {known or 'none'}")
+    try:
+        return config_cls(**options)
+    except TypeError as e:  # e.g. a positional/keyword mismatch in a third-party config
+        raise RoundlabError(f"{label}: bad options {options!r} ({e})") from None
