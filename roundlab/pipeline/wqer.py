@@ -7,7 +7,8 @@
    per-row variant); the last column (bias, or last weight column) is always kept back.
 2. Rounding of ``Θ[:, S]``: a :class:`~roundlab.problem.RoundingProblem` with the exact proxy
    ``M = X̃_Sᵀ X̃_S / N`` (ERQ_SPEC §11: ERQ's μμᵀ + Σ is this matrix), handed to whichever registered solver the
-   caller passes. With ``rounding=False`` the segment is rounded to nearest.
+   caller passes; a solver configured with ``objective="samples"`` gets the N samples ``X̃_S`` instead (the paper's
+   "MIQP w/o proxy"). With ``rounding=False`` the segment is rounded to nearest.
 3. Ridge on the rest (paper Eq. 17): ``Θ[i, R] −= ((G_RR + c·I)⁻¹ G_RS δ_iᵀ)ᵀ`` with one Cholesky factorisation per
    step shared by all rows (``ridge=False`` skips it).
 4. ``Θ[:, S]`` ← the chosen grid points (``problem.quantized``: ``fake_quant`` values, so exactly on the grid).
@@ -98,6 +99,7 @@ def wqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, scale: tor
     G = gram(Xt)
     nearest = get_solver("nearest")
     chosen = solver if rounding else nearest
+    samples = getattr(getattr(chosen, "config", None), "objective", "proxy") == "samples"
     result = WqerResult(W=theta, b=None)
 
     n_cols = theta.shape[1]
@@ -115,8 +117,12 @@ def wqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, scale: tor
         w = torch.gather(theta, 1, S)
         s_S, z_S = torch.gather(scale, 1, S.clamp(max=n_w - 1)), torch.gather(zero, 1, S.clamp(max=n_w - 1))
         shared = partition == "natural"
-        M = (G[S[0]][:, S[0]] if shared else G[S[:, :, None], S[:, None, :]]) / N
-        problem = RoundingProblem.from_grid(w, s_S, z_S, bits, M=M)
+        if samples:   # the solver minimises the N-sample objective itself (the paper's "MIQP w/o proxy")
+            Xs = Xt[:, S[0]] if shared else Xt.T[S].transpose(1, 2)
+            problem = RoundingProblem.from_grid(w, s_S, z_S, bits, X=Xs)
+        else:
+            M = (G[S[0]][:, S[0]] if shared else G[S[:, :, None], S[:, None, :]]) / N
+            problem = RoundingProblem.from_grid(w, s_S, z_S, bits, M=M)
         res = chosen(problem)
         delta = res.delta.to(torch.float64)
         obj_nearest = float(problem.objective(problem.nearest()).sum())

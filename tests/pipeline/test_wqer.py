@@ -87,3 +87,17 @@ def test_inputs_are_not_modified():
     W_before = W.clone()
     wqer(W, None, X, scale, zero, bits, get_solver("greedy"), lam=1.0)
     assert torch.equal(W, W_before)
+
+
+@pytest.mark.parametrize("partition", ["natural", "error"])
+def test_samples_objective_reaches_the_same_rounding_as_the_proxy(partition):
+    """A solver asking for the samples objective gets X̃_S; exact MIQP on the samples == brute force on M."""
+    X, W, b, scale, zero, bits = _layer(seed=7, Din=8, Dout=3)
+    seen = []
+    proxy = wqer(W, b, X, scale, zero, bits, get_solver("brute"), lam=1.0, partition=partition)
+    solver = get_solver("miqp", backend="highs", objective="samples", time_limit=20.0)
+    samples = wqer(W, b, X, scale, zero, bits, solver, lam=1.0, partition=partition,
+                   on_problem=lambda step, problem, res, S: seen.append(problem.X is not None))
+    assert seen and all(seen)
+    assert all(st.summary["status"] == {"optimal": W.shape[0]} for st in samples.steps)
+    torch.testing.assert_close(samples.W, proxy.W, rtol=0, atol=1e-12)
