@@ -1,0 +1,41 @@
+"""Certified lower bounds: never above the brute-force optimum; the SDP is tight on these cases."""
+
+import pytest
+import torch
+
+from roundlab.errors import RoundlabError
+from roundlab.problem import Status
+from roundlab.solvers import get_solver
+from roundlab.solvers.bound import lower_bound
+
+from .cases import ALL_CASES, case, optimum
+
+
+@pytest.mark.parametrize("kind, seed", ALL_CASES)
+def test_bounds_never_exceed_the_optimum(kind, seed):
+    p, opt = case(kind, seed), optimum(kind, seed)
+    res = {m: lower_bound(p, m).bound for m in ("zero", "eig", "jacobi", "sdp", "auto")}
+    for m, b in res.items():
+        assert b.shape == opt.shape and (b >= 0).all()
+        assert (b <= opt).all(), f"{m} bound above the optimum"
+    assert torch.equal(res["auto"], torch.maximum(torch.maximum(res["eig"], res["jacobi"]), res["sdp"]))
+    # the SDP (Shor) multipliers, certified through the box QP, close most of the gap left by the cheap bound
+    near = p.objective(p.nearest()).cpu()
+    assert float((opt - res["sdp"]).sum()) <= 0.5 * float((near - res["jacobi"]).sum())
+
+
+def test_a_bound_that_meets_the_incumbent_proves_optimality():
+    p = case("dual", 0)
+    brute = get_solver("brute")(p)
+    greedy = get_solver("greedy")(p)
+    b = lower_bound(p, "sdp").bound
+    proved = greedy.with_bound(b, rtol=1e-3)
+    for s, g, gb in zip(proved.status, proved.gap.tolist(), (greedy.objective - brute.objective).tolist()):
+        assert (s is Status.OPTIMAL) == (g <= 1e-3)
+        if s is Status.OPTIMAL:
+            assert gb <= 1e-3 * float(brute.objective.max())
+
+
+def test_unknown_method_is_one_clear_error():
+    with pytest.raises(RoundlabError, match="unknown bound method 'dual'"):
+        lower_bound(case("outlier", 0), "dual")
