@@ -83,9 +83,8 @@ class ERQConfig:
                 raise RoundlabError(f"{name} must be a positive integer, got {v!r}")
         if self.eval_images is not None and (not isinstance(self.eval_images, int) or self.eval_images < 1):
             raise RoundlabError(f"eval_images must be a positive integer or None, got {self.eval_images!r}")
-        from roundlab.solvers import list_solvers
-        if self.solver not in list_solvers():
-            raise RoundlabError(f"unknown solver {self.solver!r}; registered: {', '.join(list_solvers())}")
+        from roundlab.solvers import get_solver
+        get_solver(self.solver, **self.solver_options)     # unknown solver or option: one clear error, now
 
     @classmethod
     def for_method(cls, method: str = "erq", **overrides) -> "ERQConfig":

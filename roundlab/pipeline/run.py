@@ -173,7 +173,6 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
 
     times: dict[str, float] = {}
     t_all = time.perf_counter()
-    state = RunState(Path(run_dir) if run_dir else default_run_dir(config), config, fresh)
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
 
@@ -188,6 +187,7 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     if config.eval_images is not None:
         test = test.subset(config.eval_images)
     times["load_s"] = time.perf_counter() - t
+    state = RunState(Path(run_dir) if run_dir else default_run_dir(config), config, fresh)
 
     t = time.perf_counter()
     fp_metrics, reference = _fp_reference(model, test, config, cache_dir=state.dir.parent / "_fp_cache")

@@ -1,0 +1,48 @@
+"""The CLI: bad input ends in one clear line on stderr and exit status 2, and nothing is written."""
+
+import pytest
+import torch
+
+from roundlab.cli import main
+from roundlab.errors import RoundlabError
+from roundlab.pipeline.config import ERQConfig
+from roundlab.pipeline.run import erq_quantize
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--wbits", "9"], "wbits must be an integer in [2, 8], got 9"),
+    (["--abits", "1"], "abits must be an integer in [2, 8], got 1"),
+    (["--solver", "annealing"], "unknown solver 'annealing'"),
+    (["--solver-opt", "bogus=1"], "unknown option(s) ['bogus']"),
+    (["--solver-opt", "novalue"], "--solver-opt expects KEY=VALUE"),
+    (["--data-root", "/nonexistent/fmnist"], "looked in /nonexistent/fmnist"),
+    (["--method", "magic"], "unknown method 'magic'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["quantize", *args, "--run-dir", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("roundlab: error: ")
+    assert message in err
+    assert not run_dir.exists()
+
+
+def test_nan_activations_are_one_clear_error():
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=1,
+                              num_heads=2).eval()
+    calib = torch.randn(4, 1, 28, 28)
+    calib[0, 0, 0, 0] = float("nan")
+    with pytest.raises(RoundlabError, match="saw NaN/Inf during calibration"):
+        erq_quantize(model, calib, ERQConfig(model="tiny", calib_images=4, heldout_images=0))
+
+
+def test_solvers_and_models_are_listed(capsys):
+    assert main(["solvers"]) == 0
+    out = capsys.readouterr().out
+    for name in ("nearest", "rr", "miqp", "greedy", "gptq", "adaround", "brute"):
+        assert name in out
+    assert main(["models"]) == 0
+    assert "fmnist-vit" in capsys.readouterr().out
