@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from roundlab.errors import RoundlabError
-from roundlab.pipeline.lam import CONVENTIONS
+from roundlab.pipeline.lam import CONVENTIONS, HEAD_LAMS
 from roundlab.pipeline.wqer import PARTITIONS
 from roundlab.quant.grid import check_bits
 
@@ -52,6 +52,7 @@ class ERQConfig:
     rounding_layers: str = "all"            # "all" (release) | "qkv_fc1" (the commented condition)
     lam: float = 1e4                        # λ in `lam_convention` (release: its `coe`)
     lam_convention: str = "release"
+    head_lam: str = "shared"                # Aqer λ of the classifier head: "shared" | "release" (0.1, see lam.py)
     partition: str = "natural"              # Wqer partition order: "natural" (release) | "error" (per row)
     data_flow: str = "independent"          # "independent" (release) | "sequential" (GPTQ-like)
     dual_uniform: bool = True               # TPAMI dual-uniform weights for qkv/fc1
@@ -72,6 +73,7 @@ class ERQConfig:
         _one_of("calibration", self.calibration, ("percentile", "minmax"))
         _one_of("rounding_layers", self.rounding_layers, ROUNDING_LAYERS)
         _one_of("lam_convention", self.lam_convention, CONVENTIONS)
+        _one_of("head_lam", self.head_lam, HEAD_LAMS)
         _one_of("partition", self.partition, PARTITIONS)
         _one_of("data_flow", self.data_flow, DATA_FLOWS)
         _one_of("records", self.records, RECORDS)

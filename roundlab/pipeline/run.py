@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import resource
 import sys
@@ -72,7 +73,7 @@ class RunState:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -232,7 +233,7 @@ def _fp_reference(model, test, config: ERQConfig, cache_dir: Path) -> tuple[dict
     logits = out.pop("logits")
     out.update(agreement=1.0, kl=0.0)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save({"metrics": out, "logits": logits}, tmp)
     tmp.replace(path)
     return out, logits

@@ -57,7 +57,7 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
     WA, bA = W0, b0
     if config.aqer and kind != "patch_embed":
         Y = X.to(torch.float64) @ W0.T + (0 if b0 is None else b0)
-        WA, bA = aqer(W0, b0, Xbar, Y, aqer_constant(config.lam_convention, config.lam, N, kind))
+        WA, bA = aqer(W0, b0, Xbar, Y, aqer_constant(config.lam_convention, config.lam, N, kind, config.head_lam))
         weights["aqer"] = (WA, bA)
     wq.calibrate(WA.to(layer.weight.dtype))            # ERQ step 8: weight quantizers see the post-Aqer W
     weights["rtn_after_aqer"] = (rtn(WA), bA)

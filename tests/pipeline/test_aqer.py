@@ -46,7 +46,8 @@ def test_lambda_mapping_release_equals_paper():
     a = aqer(W, b, Xbar, X @ W.T + b, lam=aqer_constant("release", coe, N, "proj"))
     p = aqer(W, b, Xbar, X @ W.T + b, lam=aqer_constant("paper", 0.1 * coe / N, N, "proj"))
     torch.testing.assert_close(a[0], p[0], rtol=1e-9, atol=1e-12)
-    assert aqer_constant("release", coe, N, "head") == 0.1   # the release's head special case
+    assert aqer_constant("release", coe, N, "head", head_lam="release") == 0.1   # the release's head special case
+    assert aqer_constant("release", coe, N, "head") == 0.1 * coe                 # roundlab's default: shared
 
 
 def test_aqer_lowers_the_activation_error():
