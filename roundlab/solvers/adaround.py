@@ -71,6 +71,23 @@ def beta_at(cfg: AdaRoundConfig, t: int) -> float | None:
     return cfg.beta_end + 0.5 * (cfg.beta_start - cfg.beta_end) * (1 + math.cos(math.pi * rel))
 
 
+def rectified_sigmoid(V: torch.Tensor, zeta: float, gamma: float) -> torch.Tensor:
+    return (torch.sigmoid(V) * (zeta - gamma) + gamma).clamp(0, 1)
+
+
+def relaxation_grad(V, lo, step, free, norm, grad_of, cfg: AdaRoundConfig, beta: float | None) -> torch.Tensor:
+    """∂/∂V of Σ_r [L_r(δ(h))/norm_r + lam Σ_j (1 − |2h_j − 1|^β)] (the regulariser only when ``beta``)."""
+    zeta, gamma = cfg.zeta, cfg.gamma
+    sig = torch.sigmoid(V)
+    hr = sig * (zeta - gamma) + gamma
+    h = hr.clamp(0, 1)
+    dh = grad_of(lo + h * step) * step / norm[:, None]                   # d(L/L_start)/dh
+    if beta is not None and cfg.lam > 0:
+        a = 2 * h - 1
+        dh = dh - cfg.lam * beta * a.abs().pow(beta - 1) * torch.sign(a) * 2
+    return dh * ((hr > 0) & (hr < 1)).to(V.dtype) * sig * (1 - sig) * (zeta - gamma) * free.to(V.dtype)
+
+
 @register_solver("adaround")
 class AdaRound(Solver):
     """AdaRound relaxation (rectified sigmoid, annealed regulariser, Adam) on the proxy or samples, hard-rounded."""
@@ -109,24 +126,14 @@ class AdaRound(Solver):
         V = -torch.log((zeta - gamma) / (frac - gamma) - 1)
         m, v = torch.zeros_like(V), torch.zeros_like(V)
         b1, b2, eps = 0.9, 0.999, 1e-8
-        freef = free.to(f32)
         for t in range(cfg.iters):
-            sig = torch.sigmoid(V)
-            hr = sig * (zeta - gamma) + gamma
-            h = hr.clamp(0, 1)
-            dl = lo + h * step
-            dh = grad_of(dl) * step / norm[:, None]                 # d(L/L_start)/dh
-            beta = beta_at(cfg, t)
-            if beta is not None and cfg.lam > 0:
-                a = 2 * h - 1
-                dh = dh - cfg.lam * beta * a.abs().pow(beta - 1) * torch.sign(a) * 2
-            gV = dh * ((hr > 0) & (hr < 1)).to(f32) * sig * (1 - sig) * (zeta - gamma) * freef
+            gV = relaxation_grad(V, lo, step, free, norm, grad_of, cfg, beta_at(cfg, t))
             m.mul_(b1).add_(gV, alpha=1 - b1)
             v.mul_(b2).addcmul_(gV, gV, value=1 - b2)
             mhat = m / (1 - b1 ** (t + 1))
             vhat = v / (1 - b2 ** (t + 1))
             V -= cfg.lr * mhat / (vhat.sqrt() + eps)
-        h = (torch.sigmoid(V) * (zeta - gamma) + gamma).clamp(0, 1)
+        h = rectified_sigmoid(V, zeta, gamma)
         delta = problem.delta_from_up((h >= 0.5) & free)
         codes = full_codes(problem, Status.HEURISTIC)
         fallback = None

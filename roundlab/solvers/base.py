@@ -109,6 +109,22 @@ def start_point(problem: RoundingProblem, init: torch.Tensor | None) -> torch.Te
     return problem.nearest() if init is None else init.clone()
 
 
+def seeded_start(problem: RoundingProblem, init: torch.Tensor | None, start: str | None) -> torch.Tensor:
+    """``init`` if given; else the answer of the registered solver ``start`` (default options); else nearest."""
+    if init is not None:
+        return init.clone()
+    if start is None:
+        return problem.nearest()
+    from roundlab.solvers.registry import get_solver
+    return get_solver(start)(problem).delta
+
+
+def check_start(name: str, value, own: str) -> None:
+    """``value`` is None or the name of a solver other than ``own`` (checked against the registry on use)."""
+    if value is not None and (not isinstance(value, str) or value == own):
+        raise RoundlabError(f"{name} must be None or the name of another solver, got {value!r}")
+
+
 def keep_better(problem: RoundingProblem, delta: torch.Tensor, start: torch.Tensor,
                 codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``start`` on rows where ``delta`` is strictly worse; those rows get status FALLBACK.

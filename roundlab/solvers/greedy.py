@@ -1,6 +1,6 @@
 """``greedy``: best-improvement one-flip local search with the exact flip delta, batched over rows.
 
-From round-to-nearest (or ``init``), each iteration flips, in every row that still improves, the element with the
+From round-to-nearest (or ``init``, or the answer of the solver named by ``start``, e.g. ``start="gptq"``), each iteration flips, in every row that still improves, the element with the
 most negative exact change ``Δ_j g_j + Δ_j² M_jj`` (``Δ_j`` = other candidate − current, ``g = 2Mδ`` kept current by
 rank-one updates, O(d) per flip after an O(d²) start). A flip must lower the loss by more than
 ``tol × loss`` (guards against round-off cycling). When no row improves, ``g`` is recomputed from scratch and
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from roundlab.problem import Status
-from roundlab.solvers.base import CODE, Solution, Solver, SolverConfig, check_float, check_int, start_point
+from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_float, check_int, check_start,
+                                   seeded_start)
 from roundlab.solvers.registry import register_solver
 
 
@@ -24,10 +25,12 @@ from roundlab.solvers.registry import register_solver
 class GreedyConfig(SolverConfig):
     max_iter: int | None = None   # flips per row; None → 100·d
     tol: float = 1e-12            # a flip must lower the loss by more than tol × current loss
+    start: str | None = None      # without init: start from this solver's answer (None: round-to-nearest)
 
     def validate(self):
         check_int("max_iter", self.max_iter, 0, none=True)
         check_float("tol", self.tol, 0.0, 1e-3)
+        check_start("start", self.start, "greedy")
 
 
 def descend(problem, delta: torch.Tensor, max_iter: int, tol: float):
@@ -79,7 +82,7 @@ class Greedy(Solver):
     Config = GreedyConfig
 
     def solve(self, problem, init):
-        start = start_point(problem, init)
+        start = seeded_start(problem, init, self.config.start)
         max_iter = 100 * problem.d if self.config.max_iter is None else self.config.max_iter
         delta, flips, improving = descend(problem, start, max_iter, self.config.tol)
         codes = torch.where(improving.cpu(), CODE[Status.ITERATION_LIMIT], CODE[Status.LOCAL_OPTIMUM])

@@ -15,8 +15,12 @@ The incremental implementation (default) keeps ``g`` current with rank-one updat
 loss with the exact flip delta ``2Δ(Mδ)_j + Δ²M_jj`` (for k > 1, ``Δᵀg_J + Δᵀ M_JJ Δ``): O(d) per row and
 iteration. ``incremental=False`` is the plain reference the authors' code corresponds to: it recomputes ``2Mδ`` and
 both losses every iteration (O(d²)); the two make the same decisions (tested; ``benchmarks/bench_solvers.py`` times
-them). ``iterations`` counts accepted flips; rows still improving at ``max_iter`` get ITERATION_LIMIT, the others
-HEURISTIC. Never worse than its start, by construction.
+them). ``loop="release"`` also reproduces the release's *runtime*: its block loop runs until every row rejects in the
+same iteration, so one row whose proposal is a no-op (common: see above) keeps all rows iterating to ``max_iter``;
+the extra iterations change nothing, so results are identical to ``loop="row"``, which stops once every row has
+stopped. ``iterations`` counts accepted flips (``info["loop_iterations"]`` the loop's passes); rows that accepted a
+flip in the last allowed iteration get ITERATION_LIMIT, the others HEURISTIC. Never worse than its start, by
+construction.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class RRConfig(SolverConfig):
     max_iter: int = 100
     mask: str = "strict"          # "strict" (δ_j g_j > 0, the release) | "nonneg" (≥ 0, the paper's indicator)
     incremental: bool = True      # False: recompute 2Mδ and the losses each iteration (the authors' way)
+    loop: str = "row"             # "row": stop when every row has stopped | "release": the authors' group loop
 
     def validate(self):
         check_choice("variant", self.variant, ("release", "paper"))
@@ -45,6 +50,7 @@ class RRConfig(SolverConfig):
         check_int("max_iter", self.max_iter, 0)
         check_choice("mask", self.mask, ("strict", "nonneg"))
         check_bool("incremental", self.incremental)
+        check_choice("loop", self.loop, ("row", "release"))
 
 
 def _gather_M(problem, J: torch.Tensor) -> torch.Tensor:
@@ -75,14 +81,19 @@ def _proposal(problem, cfg: RRConfig, delta: torch.Tensor, g: torch.Tensor):
 
 
 def refine(problem, cfg: RRConfig, start: torch.Tensor):
-    """Run Rounding Refinement from ``start``; returns (delta, accepted flips (R,), still-active mask (R,))."""
+    """Run Rounding Refinement from ``start``.
+
+    Returns (delta, accepted flips (R,), still-active mask (R,), loop iterations run)."""
     delta = start.clone()
     R = problem.rows
     active = torch.ones(R, dtype=torch.bool, device=delta.device)
+    rejected = torch.zeros(R, dtype=torch.bool, device=delta.device)
+    loops = 0
     flips = torch.zeros(R, dtype=torch.long, device=delta.device)
     g = 2 * problem.matvec(delta)
     diag = problem.diag.expand_as(delta)
     for _ in range(cfg.max_iter):
+        loops += 1
         if not cfg.incremental:
             g = 2 * problem.matvec(delta)                      # the release: recompute the gradient
         J, has, dJ, new = _proposal(problem, cfg, delta, g)
@@ -96,11 +107,13 @@ def refine(problem, cfg: RRConfig, start: torch.Tensor):
                 MJJ = MJ.gather(2, J[:, None, :].expand(-1, J.shape[1], -1))
                 dL = (D * g.gather(1, J)).sum(1) + torch.einsum("rk,rkl,rl->r", D, MJJ, D)
             accept = active & has & changed & (dL <= 0)
+            rise = active & has & changed & (dL > 0)
         else:
             proposed = delta.scatter(1, J, new)
             new_loss = problem.objective(proposed)
             old_loss = problem.objective(delta)                # the release recomputes it too
             accept = active & has & changed & (new_loss <= old_loss)
+            rise = active & has & changed & (new_loss > old_loss)
         if cfg.incremental:
             Da = torch.where(accept[:, None], D, torch.zeros_like(D))
             if J.shape[1] == 1:
@@ -110,9 +123,12 @@ def refine(problem, cfg: RRConfig, start: torch.Tensor):
         delta.scatter_(1, J, torch.where(accept[:, None], new, dJ))
         flips += accept
         active = accept
-        if not bool(active.any()):
+        rejected |= rise
+        # "row": nothing can change once every row has stopped. "release": the authors' block loop only stops
+        # when every row rejects (a frozen no-op row keeps it going); the extra iterations change nothing.
+        if not bool(active.any()) and (cfg.loop == "row" or bool(rejected.all())):
             break
-    return delta, flips, active
+    return delta, flips, active, loops
 
 
 @register_solver("rr")
@@ -123,7 +139,7 @@ class RR(Solver):
 
     def solve(self, problem, init):
         start = start_point(problem, init)
-        delta, flips, active = refine(problem, self.config, start)
+        delta, flips, active, loops = refine(problem, self.config, start)
         hit = active.cpu() if self.config.max_iter > 0 else torch.zeros(problem.rows, dtype=torch.bool)
         codes = torch.where(hit, CODE[Status.ITERATION_LIMIT], CODE[Status.HEURISTIC])
-        return Solution(delta, codes, iterations=flips.cpu())
+        return Solution(delta, codes, iterations=flips.cpu(), info={"loop_iterations": loops})

@@ -5,7 +5,7 @@ import torch
 
 from roundlab.errors import RoundlabError
 from roundlab.solvers import get_solver
-from roundlab.solvers.adaround import AdaRoundConfig, beta_at
+from roundlab.solvers.adaround import AdaRoundConfig, beta_at, rectified_sigmoid, relaxation_grad
 from roundlab.solvers.synthetic import vit_like_problem
 
 from .cases import case
@@ -39,3 +39,19 @@ def test_samples_objective_matches_proxy_objective():
 def test_samples_objective_needs_samples():
     with pytest.raises(RoundlabError, match="needs a problem built from samples X"):
         get_solver("adaround", objective="samples")(case("outlier", 0))
+
+
+@pytest.mark.parametrize("beta", [None, 2.0, 12.0])
+def test_hand_written_gradient_equals_autograd(beta):
+    p = case("dual", 1)
+    cfg = AdaRoundConfig(lam=0.05)
+    V = torch.randn(p.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    norm = p.objective(p.nearest())
+    h = rectified_sigmoid(V, cfg.zeta, cfg.gamma)
+    delta = p.lo + h * p.step
+    loss = (p.objective(delta) / norm).sum()
+    if beta is not None:
+        loss = loss + cfg.lam * (1 - (2 * h - 1).abs() ** beta).where(p.free, torch.zeros_like(h)).sum()
+    loss.backward()
+    ours = relaxation_grad(V.detach(), p.lo, p.step, p.free, norm, lambda dl: 2 * (dl @ p.M), cfg, beta)
+    torch.testing.assert_close(ours, V.grad, rtol=1e-10, atol=1e-12)

@@ -15,7 +15,7 @@ from roundlab.solvers.base import check_int
 
 from .cases import case
 
-BUILTIN = {"nearest", "rr", "greedy", "gptq", "adaround", "miqp", "brute"}
+BUILTIN = {"nearest", "rr", "greedy", "tabu", "gptq", "adaround", "miqp", "brute"}
 
 
 def test_builtins_registered():
@@ -54,6 +54,8 @@ def test_unknown_solver_is_one_clear_error():
     ("miqp", {"objective": "exact"}, "objective must be one of"),
     ("miqp", {"warm_start": "miqp"}, "warm_start must be"),
     ("brute", {"max_free": 40}, "max_free must be an integer"),
+    ("tabu", {"tenure": -1}, "tenure must be an integer"),
+    ("tabu", {"start": "tabu"}, "start must be None or the name of another solver"),
     ("nearest", {"k": 1}, "unknown option"),
 ])
 def test_bad_config_is_one_clear_error(name, options, match):

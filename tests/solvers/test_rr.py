@@ -72,7 +72,7 @@ def test_matches_the_literal_loop_on_outlier_cases(variant):
 def test_incremental_equals_recomputing_reference(variant, k, mask, perrow):
     p = flipping(3, perrow=perrow)
     inc = get_solver("rr", variant=variant, k=k, mask=mask)(p)
-    ref = get_solver("rr", variant=variant, k=k, mask=mask, incremental=False)(p)
+    ref = get_solver("rr", variant=variant, k=k, mask=mask, incremental=False, loop="release")(p)
     assert int(inc.iterations.sum()) > 0
     assert torch.equal(inc.delta, ref.delta)
     assert torch.equal(inc.iterations, ref.iterations) and inc.status == ref.status
@@ -110,3 +110,11 @@ def test_never_worse_than_nearest():
 def test_max_iter_zero_returns_the_start():
     p = case("dual", 1)
     assert torch.equal(get_solver("rr", max_iter=0)(p).delta, p.nearest())
+
+
+def test_release_group_loop_changes_runtime_not_results():
+    p = vit_like_problem(8, 32, seed=5, dtype=torch.float64)        # outlier channels: many no-op proposals
+    row = get_solver("rr")(p)
+    grp = get_solver("rr", incremental=False, loop="release")(p)
+    assert torch.equal(row.delta, grp.delta) and torch.equal(row.iterations, grp.iterations)
+    assert row.info["loop_iterations"] <= 3 and grp.info["loop_iterations"] == 100

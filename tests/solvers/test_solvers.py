@@ -15,7 +15,7 @@ from .cases import ALL_CASES, case, optimum
 FAST = {"adaround": {"iters": 300}, "miqp": {"backend": "highs" if "highs" in available_backends() else "cbc",
                                              "warm_start": None}}
 #: Solvers that start from round-to-nearest (or init) and promise never to end worse than that start.
-FROM_START = {"rr", "greedy", "adaround", "gptq", "miqp"}
+FROM_START = {"rr", "greedy", "tabu", "adaround", "gptq", "miqp"}
 SOLVERS = list_solvers(available_only=True)
 
 
@@ -84,7 +84,7 @@ def test_row_without_choice_is_optimal_for_every_solver():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("name", ["nearest", "rr", "greedy", "gptq", "adaround"])
+@pytest.mark.parametrize("name", ["nearest", "rr", "greedy", "tabu", "gptq", "adaround"])
 def test_cuda_matches_cpu(name):
     p = case("outlier", 0)
     cpu = _solver(name)(p)
