@@ -85,6 +85,21 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from roundlab.pipeline.records import RecordWriter, format_report
+
+    for run_dir in args.run_dirs:
+        path = Path(run_dir) / "records.jsonl"
+        if not path.exists():
+            raise RoundlabError(f"no records.jsonl in {run_dir} (a run directory of `roundlab quantize`)")
+        latest = {r["layer"]: r for r in RecordWriter(path).read()}
+        print(f"== {run_dir}")
+        print(format_report(list(latest.values())))
+    return 0
+
+
 def cmd_solvers(args: argparse.Namespace) -> int:
     from roundlab.solvers import get_solver, list_solvers
 
@@ -134,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--batch-size", type=int, default=500)
     e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("report", help="per-layer Eq. 4 error-reduction ratios of finished runs")
+    r.add_argument("run_dirs", nargs="+")
+    r.set_defaults(func=cmd_report)
 
     sub.add_parser("solvers", help="list registered rounding solvers").set_defaults(func=cmd_solvers)
     sub.add_parser("models", help="list zoo models").set_defaults(func=cmd_models)

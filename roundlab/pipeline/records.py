@@ -80,3 +80,32 @@ class RecordWriter:
             except json.JSONDecodeError:
                 continue
         return out
+
+
+def lowered_share(records: list[dict], before: str, after: str, key: str = "errors") -> tuple[int, int]:
+    """(layers where ``after`` < ``before``, layers with both stages) over ``records`` (``key``: errors or
+    errors_heldout)."""
+    pairs = [(r[key][before], r[key][after]) for r in records
+             if key in r and before in r[key] and after in r[key]]
+    return sum(a < b for b, a in pairs), len(pairs)
+
+
+def format_report(records: list[dict]) -> str:
+    """Per-layer error-reduction ratios (in-sample / held-out) and how often each stage lowered the Eq. 4 error."""
+    names = [n for n in RATIOS if any(n in r.get("ratios", {}) for r in records)]
+    head = f"{'layer':28s} {'kind':11s} " + " ".join(f"{n:>15s}" for n in names)
+    lines = [head, f"{'':40s} " + " ".join(f"{'calib / held':>15s}" for _ in names), "-" * len(head)]
+    for r in records:
+        cells = []
+        for n in names:
+            a, h = r.get("ratios", {}).get(n), r.get("ratios_heldout", {}).get(n)
+            cells.append(f"{'' if a is None else f'{a:+.3f}':>7s} / {'' if h is None else f'{h:+.3f}':>6s}")
+        lines.append(f"{r['layer'][:28]:28s} {r['kind']:11s} " + " ".join(f"{c:>15s}" for c in cells))
+    lines.append("")
+    for n in names:
+        before, after = RATIOS[n]
+        k, m = lowered_share(records, before, after)
+        kh, mh = lowered_share(records, before, after, "errors_heldout")
+        lines.append(f"{n:9s} ({before} -> {after}) lowers the Eq. 4 error on {k}/{m} layers (calibration images)"
+                     + (f", {kh}/{mh} (held-out images)" if mh else ""))
+    return "\n".join(lines)
