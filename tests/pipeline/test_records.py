@@ -10,6 +10,7 @@ def test_output_error_matches_hand_computation():
     X, Xbar = torch.randn(50, 4, generator=g), torch.randn(50, 4, generator=g)
     W0, W = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
     b0, b = torch.randn(3, generator=g), torch.randn(3, generator=g)
+    X, Xbar, W0, W, b0, b = (t.double() for t in (X, Xbar, W0, W, b0, b))
     by_hand = sum(float(((W0 @ X[n] + b0) - (W @ Xbar[n] + b)).pow(2).sum()) for n in range(50)) / 50
     assert abs(output_error(W0, b0, X, W, b, Xbar, chunk=7) - by_hand) < 1e-9 * by_hand
 
