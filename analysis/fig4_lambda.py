@@ -1,0 +1,61 @@
+"""Fig. 4: the ridge constant λ (λ1 = λ2, shared by Aqer and Wqer's ridge, as in the paper's sweep).
+
+    python -m analysis.fig4_lambda                   # full: fmnist-vit W4A4, λ ∈ {1e0 … 1e6}, 5000 test images
+    python -m analysis.fig4_lambda --smoke           # seconds (tests)
+    python -m analysis.fig4_lambda --lams 1e2,1e3,1e4,1e5 --models fmnist-vit,fmnist-deit
+
+Full ERQ (rr, release variant, k = 1) with ``lam`` in the release convention (``lam_convention="release"``: the
+release's ``coe``; roundlab.pipeline.lam maps it onto each stage's absolute constant). The paper finds the best
+W4A4 DeiT-S accuracy at λ1 = λ2 = 1e4. Output: figures/fig4_lambda.{png,csv}.
+"""
+
+from __future__ import annotations
+
+import math
+
+from analysis import common
+
+
+def main(argv=None):
+    p = common.parser(__doc__, full_eval=5000)
+    common.models_arg(p)
+    p.add_argument("--lams", default=None, help="comma-separated λ values (default 1e0..1e6; smoke 1e2,1e4)")
+    args = common.finish_args(p.parse_args(argv))
+    lams = [float(x) for x in (args.lams or ("1e2,1e4" if args.smoke else "1,1e1,1e2,1e3,1e4,1e5,1e6")).split(",")]
+    specs = [(f"lam={lam:g}", {"method": "erq", "lam": lam}) for lam in lams]
+    models = common.models_of(args)
+    rows, cfgs = common.run_rows(args, specs, models)
+    for r in rows:
+        r["lam"] = float(r["label"][4:])
+    common.write_csv(args.out / "fig4_lambda.csv", rows, ["lam"] + common.ABLATION_COLUMNS)
+    plot(rows, models, cfgs, args)
+    return rows
+
+
+def plot(rows, models, cfgs, args):
+    plt = common.setup_style()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for model in models:
+        rs = [r for r in rows if r["model"] == model]
+        axes[0].plot([r["lam"] for r in rs], [r["top1"] for r in rs], "o-", label=f"{model}: ERQ")
+        axes[1].plot([r["lam"] for r in rs], [r["kl"] for r in rs], "o-", label=model)
+        best = max(rs, key=lambda r: r["top1"])
+        axes[0].scatter([best["lam"]], [best["top1"]], s=120, facecolors="none", edgecolors="r", zorder=4,
+                        label=f"{model}: best λ={best['lam']:g}")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("λ1 = λ2 (release convention, log scale)")
+        ax.axvline(1e4, color="gray", ls=":", lw=1, label="paper's best (1e4, DeiT-S)")
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    axes[0].set_title("top-1 vs λ")
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("KL(FP ‖ quantized) (nats)")
+    axes[1].set_title("divergence from the FP model vs λ")
+    axes[1].legend(fontsize=7)
+    cfg = next(iter(cfgs.values()))
+    fig.suptitle(f"Fig. 4 — λ sweep. Full ERQ, rr release k=1; {common.describe(cfg)}", fontsize=10)
+    common.save_figure(fig, args.out, "fig4_lambda")
+
+
+if __name__ == "__main__":
+    main()
