@@ -40,7 +40,7 @@ from roundlab.solvers.bound import lower_bound  # noqa: E402
 from roundlab.solvers.miqp import available_backends  # noqa: E402
 from roundlab.solvers.synthetic import vit_like_problem  # noqa: E402
 
-HEURISTICS = "nearest,rr,rr:variant=paper,greedy,gptq,adaround"
+HEURISTICS = "nearest,rr,rr:variant=paper,greedy,greedy:start=gptq,tabu,gptq,adaround"   # adaround last (--smoke)
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -168,7 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--miqp-warm-start", default="default",
                     help="'default' (the solver's: greedy), 'none' (nearest) or a solver name")
     ap.add_argument("--time-limit", type=float, default=10.0, help="MIQP seconds per row")
-    ap.add_argument("--bound", default="auto", help="lower-bound method on the MIQP rows (auto|eig|jacobi|sdp|none)")
+    ap.add_argument("--bound", default="auto",
+                    help="lower-bound method on the MIQP rows (auto|eig|jacobi|mixing|sdp|none)")
     ap.add_argument("--rr-d", type=int, default=384)
     ap.add_argument("--rr-rows", type=int, default=1152, help="rows of the rr comparison (ViT-S qkv: 1152)")
     ap.add_argument("--repeat", type=int, default=3, help="rr comparison: best of this many runs")

@@ -18,9 +18,15 @@ Methods (``lower_bound(problem, method=...)``):
 * ``"eig"`` — ``u_j = λ_min(M)·Δ_j²`` (``M − λ_min I ⪰ 0``): one eigen-decomposition of a shared ``M``; any d.
 * ``"jacobi"`` — ``u_j = α M_jj Δ_j²`` with ``α = λ_min(diag(M)^{-½} M diag(M)^{-½})``: better when the diagonal
   is very uneven (outlier channels); any d.
-* ``"sdp"`` — ``u`` from Shor's SDP dual solved per row with cvxpy (Clarabel, else SCS), then certified as above;
-  the strongest, for moderate d (seconds per row at d≈100; default limit ``sdp_max_d=96``).
-* ``"auto"`` — the best of eig and jacobi, plus sdp when ``d ≤ sdp_max_d`` and cvxpy is installed.
+* ``"sdp"`` — ``u`` from Shor's SDP dual solved per row with cvxpy (Clarabel, else SCS), then certified as above.
+  Accurate but slow (measured ~14 s per row at d = 64 on a loaded 2-core machine): use ``"mixing"``.
+* ``"mixing"`` — the same Shor SDP, solved batched over rows (any device) in its ±1 form
+  ``min ⟨C, Y⟩, diag Y = 1, Y ⪰ 0`` by the mixing method (Wang, Chang & Kolter 2017: Burer–Monteiro factors
+  ``Y = VVᵀ`` of rank ⌈√(2n)⌉+1, exact block-coordinate updates ``v_i ← −normalize(Σ_{j≠i} C_ij v_j)``). Its bound
+  is certified spectrally from the dual estimate ``y_i = (CY)_ii``: for ``z ∈ {±1}^n``,
+  ``zᵀCz ≥ Σ_i y_i + n·λ_min(C − diag y)``, with a margin for the eigenvalue error. Matches cvxpy's Shor value to
+  4 digits at d = 64 in < 1 s; at d ≥ 192 the sweeps may not converge, and the bound is then looser but still valid.
+* ``"auto"`` — the best of eig, jacobi and mixing (plus sdp when ``d ≤ sdp_max_d``, default 0: off).
 * ``"zero"`` — 0 (the trivial bound; note the plain box relaxation of δ is also 0, since ``lo ≤ 0 ≤ hi``).
 
 Every bound is valid (never above the optimum) whatever the solver accuracy; a weak ``u`` only makes it loose.
@@ -37,7 +43,7 @@ import torch
 from roundlab.errors import RoundlabError
 from roundlab.problem import F64, RoundingProblem
 
-METHODS = ("auto", "eig", "jacobi", "sdp", "zero")
+METHODS = ("auto", "eig", "jacobi", "mixing", "sdp", "zero")
 
 
 @dataclass
@@ -169,13 +175,60 @@ def _sdp_u(rows: _Rows, solver: str | None) -> torch.Tensor:
     return out.to(p.device)
 
 
+def _mixing_bound(rows: _Rows, sweeps: int, seed: int, safety: float) -> torch.Tensor:
+    """Shor's SDP by the mixing method, certified through ``λ_min(C − diag y)`` (see the module docstring)."""
+    import math
+
+    p = rows.p
+    R, d = p.shape
+    f0 = rows.f0
+    scale = torch.where(f0 > 0, f0, torch.ones_like(f0))
+    D = rows.D
+    M = p.M if not p.shared else p.M.expand(R, d, d)
+    Q = D[:, :, None] * M * D[:, None, :] / scale[:, None, None]            # x-space, L/f⁰ = 1 + cᵀx + xᵀQx
+    c = rows.c / scale[:, None]
+    Q1 = Q.sum(2)
+    b = c / 2 + Q1 / 2                                                      # x = (1 + s)/2, z = (1, s)
+    K = f0 / scale + c.sum(1) / 2 + Q1.sum(1) / 4
+    n = d + 1
+    C = torch.zeros(R, n, n, dtype=F64, device=p.device)
+    C[:, 0, 1:], C[:, 1:, 0], C[:, 1:, 1:] = b / 2, b / 2, Q / 4
+    k = int(math.ceil(math.sqrt(2 * n))) + 1
+    g = torch.Generator().manual_seed(seed)
+    V = torch.randn(R, n, k, generator=g, dtype=F64).to(p.device)
+    V = V / V.norm(dim=2, keepdim=True)
+    CV = torch.bmm(C, V)
+    diag = torch.diagonal(C, dim1=1, dim2=2)
+    prev = None
+    for _ in range(sweeps):
+        for i in range(n):
+            gi = CV[:, i, :] - diag[:, i, None] * V[:, i, :]
+            nrm = gi.norm(dim=1, keepdim=True)
+            new = torch.where(nrm > 0, -gi / nrm.clamp_min(1e-300), V[:, i, :])
+            dv = new - V[:, i, :]
+            V[:, i, :] = new
+            CV += C[:, :, i, None] * dv[:, None, :]
+        primal = (CV * V).sum((1, 2))
+        if prev is not None and bool(((prev - primal).abs() <= 1e-9 * primal.abs().clamp_min(1e-12)).all()):
+            break
+        prev = primal
+    CV = torch.bmm(C, V)
+    y = (CV * V).sum(2)
+    ev = torch.linalg.eigvalsh(C - torch.diag_embed(y))
+    lam = ev[:, 0] - 1e-12 * n * ev.abs().amax(1)                           # eigenvalue error margin
+    bound = (K + y.sum(1) + n * lam) * scale - safety * f0
+    return torch.minimum(bound, f0).clamp_min(0.0)
+
+
 def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 2000, tol: float = 1e-7,
-                safety: float = 1e-10, sdp_max_d: int = 96, sdp_solver: str | None = None) -> BoundResult:
+                safety: float = 1e-10, sweeps: int = 100, seed: int = 0, sdp_max_d: int = 0,
+                sdp_solver: str | None = None) -> BoundResult:
     """Certified per-row lower bounds on ``min δMδᵀ`` (see the module docstring for the methods).
 
     ``iters``/``tol``: the box-QP solve (stops when every row's certified bound is within ``tol·f⁰`` of the
-    relaxation's value); ``safety``: subtracted (× f⁰) for round-off; ``sdp_max_d``: ``auto`` adds the SDP up to
-    this d; ``sdp_solver``: a cvxpy solver name (default Clarabel, then SCS).
+    relaxation's value); ``safety``: subtracted (× f⁰) for round-off; ``sweeps``/``seed``: the mixing method
+    (stops early once the SDP objective is stable to 1e-9); ``sdp_max_d``: ``auto`` adds the cvxpy SDP up to this
+    d; ``sdp_solver``: a cvxpy solver name (default Clarabel, then SCS).
     """
     if not isinstance(problem, RoundingProblem):
         raise RoundlabError(f"lower_bound expects a RoundingProblem, got {type(problem).__name__}")
@@ -184,7 +237,7 @@ def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 
     t0 = time.perf_counter()
     rows = _Rows(problem)
     per: dict[str, torch.Tensor] = {}
-    want = [method] if method != "auto" else ["eig", "jacobi"]
+    want = [method] if method != "auto" else ["eig", "jacobi", "mixing"]
     if method == "auto" and problem.d <= sdp_max_d and importlib.util.find_spec("cvxpy") is not None:
         want.append("sdp")
     for m in want:
@@ -194,6 +247,8 @@ def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 
             lam = torch.linalg.eigvalsh(problem.M)[..., 0]
             Dm = lam[..., None].expand(problem.M.shape[:-1]) if not problem.shared else lam.expand(problem.d)
             per[m] = _diag_bound(rows, Dm.clone(), iters, tol, safety)
+        elif m == "mixing":
+            per[m] = _mixing_bound(rows, sweeps, seed, safety)
         elif m == "jacobi":
             dg = problem.diag
             s = torch.where(dg > 0, dg, torch.ones_like(dg)).rsqrt()
