@@ -1,7 +1,8 @@
 """``miqp``: exact rounding by mixed-integer programming, row by row, with the status each backend can prove.
 
 Formulation (per row, free elements only; clamped elements have one candidate). Centre at the warm start ``δ⁰``
-(``init``, else the answer of the ``warm_start`` solver, else nearest) and let ``x_j ∈ {0,1}`` flip element j to its
+(``init``, else the answer of the ``warm_start`` solver — default ``tabu``, the best heuristic measured — else
+nearest) and let ``x_j ∈ {0,1}`` flip element j to its
 other candidate, ``Δ_j = other_j − δ⁰_j``. Divide by ``f⁰ = L(δ⁰)`` so the objective is O(1) (unscaled, CBC called a
 point 0.8% above the optimum "Optimal"; SOLVERS.md) and the warm start scores exactly 1:
 
@@ -349,7 +350,7 @@ class MiqpConfig(SolverConfig):
     linearization: str = "auto"       # "fortet" | "glover" | "auto" (the backend's faster one up to fortet_max_d)
     fortet_max_d: int = 64
     time_limit: float = 30.0          # seconds per row subproblem (model building not included)
-    warm_start: str | None = "greedy"  # solver whose answer starts each row when no init is given; None: nearest
+    warm_start: str | None = "tabu"   # solver whose answer starts each row when no init is given; None: nearest
     gap_tol: float = 1e-6             # OPTIMAL needs (objective − bound) ≤ gap_tol · objective
     bound_tol: float | None = None    # subtracted from the backend's bound (scaled units, warm start = 1);
                                       # None: the backend's tolerance (1e-9 LP-based, 1e-7 cvxpy-scip)

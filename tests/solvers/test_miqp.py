@@ -61,7 +61,7 @@ def test_samples_objective_reaches_the_same_optimum(backend, seed):
 def test_time_limited_runs_are_not_called_optimal(backend):
     p = vit_like_problem(2, 40, seed=11)
     greedy = get_solver("greedy")(p)
-    res = get_solver("miqp", backend=backend, time_limit=0.05)(p)     # warm start: greedy
+    res = get_solver("miqp", backend=backend, time_limit=0.05)(p)     # warm start: tabu (never worse than greedy)
     assert (res.objective <= greedy.objective * (1 + 1e-12)).all(), "worse than the warm start"
     for s, gap in zip(res.status, res.gap.tolist()):
         if s is Status.OPTIMAL:
