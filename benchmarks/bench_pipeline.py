@@ -60,6 +60,7 @@ def main(argv=None) -> None:
     p.add_argument("--eval-images", type=int, default=None)
     p.add_argument("--lam", type=float, default=1e4)
     p.add_argument("--head-lam", default="shared", choices=["shared", "release"])
+    p.add_argument("--data-flow", default="independent", choices=["independent", "sequential"])
     p.add_argument("--runs-dir", default="runs/bench_pipeline")
     p.add_argument("--out", default="runs/bench_pipeline/table.json")
     p.add_argument("--device", default="cpu")
@@ -73,7 +74,8 @@ def main(argv=None) -> None:
         w, a = (int(x) for x in setting.split("/"))
         for label, method, solver, opts in rows(args.solvers):
             cfg = ERQConfig.for_method(method, model=args.model, wbits=w, abits=a, solver=solver,
-                                       solver_options=opts, lam=args.lam, head_lam=args.head_lam, eval_images=args.eval_images,
+                                       solver_options=opts, lam=args.lam, head_lam=args.head_lam, data_flow=args.data_flow,
+                                       eval_images=args.eval_images,
                                        device=args.device, data_root=args.data_root)
             run_dir = Path(args.runs_dir) / f"W{w}A{a}-{label.replace(' ', '_').replace(',', '')}"
             jobs.append((label, cfg, str(run_dir), args.threads))
