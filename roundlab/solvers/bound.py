@@ -260,7 +260,8 @@ def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 
                 raise RoundlabError("the sdp bound needs cvxpy (pip install cvxpy)")
             per[m] = _explicit_bound(rows, _sdp_u(rows, sdp_solver), iters, tol, safety)
     stack = torch.stack([per[m] for m in want])
-    best, which = stack.max(0)
+    which = stack.argmax(0)
+    best = stack.gather(0, which[None])[0]
     info = {"by_method": {m: float(per[m].sum()) for m in want},
             "chosen": {m: int((which == i).sum()) for i, m in enumerate(want)}}
     return BoundResult(best.cpu(), method, time.perf_counter() - t0, info)

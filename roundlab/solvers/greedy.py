@@ -1,8 +1,9 @@
 """``greedy``: best-improvement one-flip local search with the exact flip delta, batched over rows.
 
-From round-to-nearest (or ``init``, or the answer of the solver named by ``start``, e.g. ``start="gptq"``), each iteration flips, in every row that still improves, the element with the
-most negative exact change ``Δ_j g_j + Δ_j² M_jj`` (``Δ_j`` = other candidate − current, ``g = 2Mδ`` kept current by
-rank-one updates, O(d) per flip after an O(d²) start). A flip must lower the loss by more than
+From round-to-nearest (or ``init``, or the answer of the solver named by ``start``, e.g. ``start="gptq"``), each
+iteration flips, in every row that still improves, the element with the most negative exact change
+``Δ_j g_j + Δ_j² M_jj`` (``Δ_j`` = other candidate − current, ``g = 2Mδ`` kept current by rank-one updates, O(d)
+per flip after an O(d²) start). A flip must lower the loss by more than
 ``tol × loss`` (guards against round-off cycling). When no row improves, ``g`` is recomputed from scratch and
 checked once more, so a row reported LOCAL_OPTIMUM is certified 1-flip optimal (no single flip lowers it by more
 than ``tol`` relative). Rows still improving after ``max_iter`` flips get ITERATION_LIMIT. Never worse than its start.
@@ -49,7 +50,8 @@ def descend(problem, delta: torch.Tensor, max_iter: int, tol: float):
         other = problem.flipped(delta)
         D = other - delta
         gain = D * g + D * D * diag                   # exact change of the loss for each single flip
-        best, j = gain.min(1)
+        j = gain.argmin(1)                            # (argmin + gather: min(dim) spins threads on tiny inputs)
+        best = gain.gather(1, j[:, None])[:, 0]
         improving = best < -tol * loss.clamp_min(0)
         if not bool(improving.any()):
             if fresh:
@@ -69,7 +71,7 @@ def descend(problem, delta: torch.Tensor, max_iter: int, tol: float):
         g = 2 * problem.matvec(delta)
         D = problem.flipped(delta) - delta
         loss = (g * delta).sum(1) / 2
-        improving = (D * g + D * D * diag).min(1).values < -tol * loss.clamp_min(0)
+        improving = (D * g + D * D * diag).amin(1) < -tol * loss.clamp_min(0)
     else:
         improving = torch.zeros_like(improving)
     return delta, flips, improving

@@ -65,7 +65,8 @@ def _proposal(problem, cfg: RRConfig, delta: torch.Tensor, g: torch.Tensor):
     score = torch.where(cand, g.abs(), torch.full_like(g, -1.0))
     k = min(cfg.k, problem.d)
     if k == 1:
-        val, J = score.max(1, keepdim=True)
+        J = score.argmax(1, keepdim=True)        # argmax + gather: max(dim) is slow on tiny inputs
+        val = score.gather(1, J)
     else:
         val, J = score.topk(k, 1)
     sel = val >= 0

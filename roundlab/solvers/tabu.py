@@ -59,7 +59,9 @@ def tabu_search(problem, start: torch.Tensor, iters: int, tenure: int, refresh: 
         gain = D * g + D * D * diag
         aspire = loss[:, None] + gain < best_loss[:, None] * (1 - 1e-12)
         allowed = free & ((until <= it) | aspire)
-        val, j = torch.where(allowed, gain, inf).min(1)
+        masked = torch.where(allowed, gain, inf)
+        j = masked.argmin(1)
+        val = masked.gather(1, j[:, None])[:, 0]
         ok = torch.isfinite(val)
         Dj = torch.where(ok, D[rows, j], torch.zeros_like(val))
         delta[rows, j] = torch.where(ok, other[rows, j], delta[rows, j])
