@@ -338,7 +338,8 @@ class RoundingResult:
     ``delta`` (R, d) lives on the problem's device; the per-row records (``objective``, ``bound``, ``gap``,
     ``row_time``, ``iterations``, ``fallback``) are small CPU tensors. ``objective`` is recomputed in float64 from
     ``delta`` by the solver base class, never taken from a backend. ``bound`` is a valid lower bound on the row's
-    optimum where the solver has one (NaN otherwise); ``gap = (objective − bound) / objective`` (0 where the objective is 0).
+    optimum where the solver has one (NaN otherwise); ``gap = (objective − bound) / objective`` (0 where the
+    objective is 0).
     ``time`` is the total wall time in seconds; ``row_time`` is measured per row where the solver works row by row,
     else the total divided evenly. ``iterations`` counts the solver's own unit of work (flips for rr/greedy,
     optimizer steps for adaround, branch-and-bound nodes for miqp, enumerated points for brute).
