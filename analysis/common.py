@@ -116,7 +116,24 @@ def read_problems(path: Path) -> list[dict]:
     return [out[k] for k in sorted(out)]
 
 
-def cached_run(cfg, root: Path, problem_fn=None, force: bool = False) -> dict:
+def legacy_run(cfg, root: Path, ignore: tuple[str, ...]) -> Path | None:
+    """A finished run made before the ERQConfig fields ``ignore`` existed, whose config equals ``cfg`` otherwise.
+
+    Only for fields the caller knows have no effect on this config (e.g. ``head_lam`` with Aqer off)."""
+    want = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    prefix = run_dir(cfg, root).name.rsplit("-", 2)[0]
+    ev = run_dir(cfg, root).name.rsplit("-", 1)[1]
+    for d in sorted(Path(root).glob(f"{prefix}-*-{ev}")):
+        try:
+            old = json.loads((d / "config.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if (d / "result.json").exists() and not (set(ignore) & set(old)) and old == want:
+            return d
+    return None
+
+
+def cached_run(cfg, root: Path, problem_fn=None, force: bool = False, legacy_ok: tuple[str, ...] = ()) -> dict:
     """``run_erq(cfg)`` in its own directory under ``root``, or the cached ``result.json``.
 
     With ``problem_fn`` the result gets ``"problems"``: the per-segment records of ``problems.jsonl``."""
@@ -124,6 +141,15 @@ def cached_run(cfg, root: Path, problem_fn=None, force: bool = False) -> dict:
     from roundlab.pipeline.run import run_erq
 
     d = run_dir(cfg, root)
+    if legacy_ok and not (d / "result.json").exists() and not force:
+        old = legacy_run(cfg, root, legacy_ok)
+        if old is not None and (problem_fn is None or (old / "problems.done").exists()):
+            log(f"using {old.name}: made before field(s) {legacy_ok} existed, which do not affect this config")
+            r = json.loads((old / "result.json").read_text())
+            r["legacy_run"] = old.name
+            if problem_fn is not None:
+                r["problems"] = read_problems(old / "problems.jsonl")
+            return r
     res_path, prob_path = d / "result.json", d / "problems.jsonl"
     if res_path.exists() and not force:
         r = json.loads(res_path.read_text())

@@ -70,6 +70,8 @@ def plot(rows, models, cfgs, args):
             ax.bar(x, vals, color=["tab:blue" if v >= 0 else "tab:red" for v in vals], label="calibration images")
             ax.scatter(x, held, marker="_", s=60, color="k", zorder=3, label="held-out images")
             if vals:
+                top = max(vals + [h for h in held if h == h])
+                ax.set_ylim(top=top + 0.35 * abs(top))          # room for the legend above the bars
                 mean = sum(vals) / len(vals)
                 ax.axhline(mean, color="tab:orange", lw=1.5, ls="--", label=f"mean {mean:.1f}%")
             ax.set_xticks(x, [r["layer"].replace("blocks.", "b").replace("layers.", "L") for r in rs],

@@ -37,16 +37,36 @@ from analysis import common
 
 
 BOUND_ITERS = {"iters": 2000}
+_BOUNDS: dict[str, torch.Tensor] = {}     # without ridge every table row meets the same subproblems: bound once
+BOUND_CACHE: dict = {"path": None}        # set by main(): <runs>/table1_bounds.pt, shared by the rows' runs
+
+
+def _bound(problem) -> torch.Tensor:
+    import hashlib
+
+    from roundlab.solvers.bound import lower_bound
+
+    h = hashlib.sha1()
+    for t in (problem.lo, problem.hi, problem.M):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key = f"{h.hexdigest()}-{BOUND_ITERS['iters']}"
+    path = BOUND_CACHE["path"]
+    if not _BOUNDS and path is not None and path.exists():
+        _BOUNDS.update(torch.load(path, weights_only=True))
+    if key not in _BOUNDS:
+        _BOUNDS[key] = lower_bound(problem, "auto", sdp_max_d=0, iters=BOUND_ITERS["iters"]).bound
+        if path is not None:
+            torch.save(_BOUNDS, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+    return _BOUNDS[key]
 
 
 def bound_fn(step, problem, result, S) -> dict:
     """Per segment: rows, d, objective, claimed/proven optimal rows, summed gap to the best lower bound."""
     from roundlab.problem import Status
-    from roundlab.solvers.bound import lower_bound
 
     t = time.perf_counter()
-    lb = lower_bound(problem, "auto", sdp_max_d=0, iters=BOUND_ITERS["iters"])
-    proven = result.with_bound(lb.bound)
+    proven = result.with_bound(_bound(problem))
     gaps = proven.gap
     ok = ~torch.isnan(gaps)
     return {"rows": problem.rows, "d": problem.d, "objective": float(result.objective.sum()),
@@ -86,6 +106,10 @@ def rows_spec(args) -> list[tuple[str, str, dict]]:
     ]
 
 
+#: Config fields added after some Table 1 runs were made that cannot change them: head_lam only acts in Aqer (off).
+LEGACY = ("head_lam",)
+
+
 def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--time-limit", type=float, default=0.25, help="MIQP seconds per row subproblem")
@@ -101,6 +125,7 @@ def main(argv=None):
         args.time_limit, args.workers = 0.05, 1
         args.miqp_max_d, args.samples_max_d = 4, 2
         BOUND_ITERS["iters"] = 200
+    BOUND_CACHE["path"] = args.runs / f"table1_bounds-{args.model}-W{args.wbits}A{args.abits}.pt"
     args.miqp_max_d = args.miqp_max_d or None
     args.samples_max_d = args.samples_max_d or None
 
@@ -112,7 +137,7 @@ def main(argv=None):
         label, solver, opts = specs[i]
         if solver is None:
             cfg = common.config(args, "calib")
-            r = common.cached_run(cfg, args.runs)
+            r = common.cached_run(cfg, args.runs, legacy_ok=LEGACY)
         else:
             cfg = common.config(args, "wqer", ridge=False, solver=solver, solver_options=opts)
             if opts.get("objective") == "samples" and not samples_ready and \
@@ -121,7 +146,7 @@ def main(argv=None):
                 n = common.register_samples(common.layer_inputs(model, calib, heldout, cfg))
                 common.log(f"registered samples of {n} segments")
                 samples_ready = True
-            r = common.cached_run(cfg, args.runs, problem_fn=bound_fn)
+            r = common.cached_run(cfg, args.runs, problem_fn=bound_fn, legacy_ok=LEGACY)
         results.append((label, solver, opts, cfg, r))
 
     rows = []
@@ -144,7 +169,7 @@ def main(argv=None):
             "share_claimed_optimal": (sum(x["claimed_optimal"] for x in probs) / n_rows) if n_rows else math.nan,
             "mean_gap": (sum(x["gap_sum"] for x in probs) / max(1, sum(x["gap_rows"] for x in probs)))
             if probs else math.nan,
-            "fp_top1": m["fp_top1"], "n_eval": m["n_eval"], "model": cfg.model, "wbits": cfg.wbits,
+            "fp_top1": m["fp_top1"], "n_eval": m["n_eval"], "run": r.get("legacy_run") or r["paths"]["dir"], "model": cfg.model, "wbits": cfg.wbits,
             "abits": cfg.abits, "calib_images": cfg.calib_images,
         })
     rr = next((r for r in rows if r["solver"] == "rr"), None)
@@ -152,7 +177,7 @@ def main(argv=None):
         r["time_vs_rr"] = r["wall_time_s"] / rr["wall_time_s"] if rr else math.nan
     cols = ["method", "solver", "settings", "wall_time_s", "time_vs_rr", "solver_time_s", "top1", "agreement", "kl",
             "wqer_objective", "lower_bound_sum", "subproblems", "share_optimal", "share_claimed_optimal", "mean_gap",
-            "fp_top1", "n_eval", "model", "wbits", "abits", "calib_images"]
+            "fp_top1", "n_eval", "model", "wbits", "abits", "calib_images", "run"]
     common.write_csv(args.out / "table1_solvers.csv", rows, cols)
     plot(rows, args, results[0][3])
     return rows
