@@ -76,11 +76,12 @@ def test_fig3(dirs):
     assert (out / "fig3_proxy_fidelity.png").exists()
     rows = {r["regime"]: r for r in _read(out / "fig3_proxy_fidelity.csv")}
     ident = rows["in-sample, biased cov (1/N)"]
-    assert abs(_num(ident["ratio_min"]) - 1) < 1e-9 and abs(_num(ident["ratio_max"]) - 1) < 1e-9
+    assert abs(_num(ident["ratio_min"]) - 1) < 1e-5 and abs(_num(ident["ratio_max"]) - 1) < 1e-5
     assert _num(ident["max_rel_M_mismatch"]) < 1e-9          # rebuilt samples give the pipeline's M exactly
     unb = rows["in-sample, unbiased cov (1/(N−1))"]
     n = int(unb["N_min"])
-    assert 1 - 1e-12 <= _num(unb["ratio_min"]) and _num(unb["ratio_max"]) <= n / (n - 1) + 1e-12
+    # the CSV keeps 6 significant digits
+    assert 1 - 1e-5 <= _num(unb["ratio_min"]) and _num(unb["ratio_max"]) <= n / (n - 1) + 1e-5
     for r in rows.values():
         p = _num(r["pearson"])
         assert math.isnan(p) or -1 - 1e-9 <= p <= 1 + 1e-9
