@@ -387,7 +387,7 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
 
 def _fmt(v):
     if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
+        return "" if math.isnan(v) else f"{v:.10g}"
     return "" if v is None else v
 
 
