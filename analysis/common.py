@@ -15,12 +15,10 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import math
 import multiprocessing as mp
-import os
 import sys
 import tempfile
 import time
@@ -196,22 +194,12 @@ def layer_inputs(model, calib, heldout, cfg) -> dict[str, dict]:
     Rebuilds the activation calibration of ``erq_quantize`` (same functions, same order; independent data flow), so
     ``Xt[:, S]ᵀ Xt[:, S] / N`` is the ``M`` of the pipeline's problems (callers check this)."""
     from roundlab.pipeline.aqer import design
-    from roundlab.pipeline.capture import run_capturing
+    from roundlab.pipeline.run import calibrate_and_capture
     from roundlab.pipeline.stages import quantize_input
-    from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
 
     if cfg.data_flow != "independent":
         raise ValueError("layer_inputs supports the independent data flow only")
-    qmodel = quantize_model(copy.deepcopy(model), cfg.quant_config())
-    set_quant_state(qmodel, weight=False, act=True)
-    with calibration_mode(qmodel), torch.no_grad():
-        qmodel(calib)
-    if cfg.reparam and cfg.calibration == "percentile":
-        reparameterize(qmodel)
-    layers = dict(quant_layers(qmodel))
-    set_quant_state(qmodel, weight=False, act=False)
-    fp_in = run_capturing(qmodel, calib, layers, batch_size=cfg.batch_size)
-    fp_in_h = run_capturing(qmodel, heldout, layers, batch_size=cfg.batch_size) if len(heldout) else {}
+    _, layers, fp_in, fp_in_h = calibrate_and_capture(model, calib, cfg, heldout)
     out = {}
     for name, layer in layers.items():
         has_bias = layer.bias is not None
