@@ -102,6 +102,29 @@ def _peak_memory_mb(device: str) -> dict:
     return out
 
 
+def calibrate_and_capture(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
+                          heldout: torch.Tensor | None = None):
+    """The pipeline's first stages on a copy of ``model``: quantizer surgery, activation calibration (FP weights, as
+    released), reparameterisation, then the FP input of every quantized layer on ``calib`` (and ``heldout``).
+
+    Returns ``(qmodel, layers, fp_in, fp_in_heldout)`` with every quantizer left off.
+    """
+    from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
+
+    qmodel = quantize_model(copy.deepcopy(model), config.quant_config())
+    set_quant_state(qmodel, weight=False, act=True)
+    with calibration_mode(qmodel), torch.no_grad():
+        qmodel(calib)
+    if config.reparam and config.calibration == "percentile":
+        reparameterize(qmodel)
+    layers = dict(quant_layers(qmodel))
+    set_quant_state(qmodel, weight=False, act=False)
+    bs = config.batch_size
+    fp_in = run_capturing(qmodel, calib, layers, batch_size=bs)
+    fp_in_h = run_capturing(qmodel, heldout, layers, batch_size=bs) if heldout is not None and len(heldout) else {}
+    return qmodel, layers, fp_in, fp_in_h
+
+
 def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
                  heldout: torch.Tensor | None = None, state: RunState | None = None, progress: bool = False,
                  on_problem=None, times: dict | None = None) -> tuple[torch.nn.Module, list[dict]]:
@@ -112,7 +135,7 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     """
     from tqdm.auto import tqdm
 
-    from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
+    from roundlab.quant import set_quant_state
     from roundlab.solvers import get_solver
 
     times = {} if times is None else times
@@ -121,16 +144,7 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     bs = config.batch_size
 
     t = time.perf_counter()
-    qmodel = quantize_model(copy.deepcopy(model), config.quant_config())
-    set_quant_state(qmodel, weight=False, act=True)
-    with calibration_mode(qmodel), torch.no_grad():
-        qmodel(calib)
-    if config.reparam and config.calibration == "percentile":
-        reparameterize(qmodel)
-    layers = dict(quant_layers(qmodel))
-    set_quant_state(qmodel, weight=False, act=False)
-    fp_in = run_capturing(qmodel, calib, layers, batch_size=bs)
-    fp_in_h = run_capturing(qmodel, heldout, layers, batch_size=bs) if len(heldout) else {}
+    qmodel, layers, fp_in, fp_in_h = calibrate_and_capture(model, calib, config, heldout)
     times["calibrate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

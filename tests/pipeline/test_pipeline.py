@@ -9,7 +9,7 @@ from roundlab.pipeline.config import ERQConfig
 from roundlab.pipeline.run import RunState, erq_quantize
 from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
 
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 FAMILIES = ["vit", "swin"]
 
