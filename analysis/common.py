@@ -34,7 +34,7 @@ SMOKE_RUNS = Path(tempfile.gettempdir()) / "roundlab-analysis-smoke" / "runs"
 SMOKE_FIGURES = Path(tempfile.gettempdir()) / "roundlab-analysis-smoke" / "figures"
 
 #: Shrunk settings of every smoke run (same code path, seconds instead of minutes).
-SMOKE = {"calib_images": 4, "heldout_images": 4, "eval_images": 200}
+SMOKE = {"calib_images": 2, "heldout_images": 2, "eval_images": 64}
 
 
 def log(*args) -> None:
@@ -50,7 +50,7 @@ def parser(doc: str, full_eval: int | None = None) -> argparse.ArgumentParser:
     p.add_argument("--wbits", type=int, default=4)
     p.add_argument("--abits", type=int, default=4)
     p.add_argument("--eval-images", type=int, default=full_eval,
-                   help=f"test images evaluated (default: {full_eval or 'the whole 10k split'}; smoke: 200)")
+                   help=f"test images evaluated (default: {full_eval or 'the whole 10k split'}; smoke: {SMOKE['eval_images']})")
     p.add_argument("--out", type=Path, default=None, help="figures dir (default figures/, smoke: a temp dir)")
     p.add_argument("--runs", type=Path, default=None, help="run cache (default runs/analysis/, smoke: a temp dir)")
     return p

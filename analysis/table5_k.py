@@ -19,9 +19,9 @@ PAPER = {0: 72.01, 1: 72.56, 2: 72.38, 3: 71.79}     # W4A4 DeiT-S, ImageNet
 def main(argv=None):
     p = common.parser(__doc__, full_eval=5000)
     common.models_arg(p)
-    p.add_argument("--ks", default="0,1,2,3")
+    p.add_argument("--ks", default=None, help="comma-separated k values (default 0,1,2,3; smoke 0,1,2)")
     args = common.finish_args(p.parse_args(argv))
-    ks = [int(k) for k in args.ks.split(",")]
+    ks = [int(k) for k in (args.ks or ("0,1,2" if args.smoke else "0,1,2,3")).split(",")]
     specs = [(f"k={k}", {"method": "erq", "rounding": False} if k == 0 else
               {"method": "erq", "solver": "rr", "solver_options": {"variant": "release", "k": k}}) for k in ks]
     models = common.models_of(args)
