@@ -422,6 +422,42 @@ def models_of(args, default: str | None = None) -> list[str]:
     return (default if default and not args.smoke else args.model).split(",")
 
 
+@dataclass
+class Sweep:
+    """What :func:`sweep` returns: the parsed args, the swept values, the models, one row per run, the configs."""
+
+    args: argparse.Namespace
+    values: list
+    models: list[str]
+    rows: list[dict]
+    cfgs: dict
+
+
+def sweep(doc: str, argv, *, name: str, option: str, key: str, full: str, smoke: str, cast, label, spec,
+          what: str, paper: dict | None = None, full_eval: int = 5000) -> Sweep:
+    """The shared scaffolding of the one-knob ablations (Fig. 4, Tables 5 and 7).
+
+    Parses the common options plus ``--models`` and ``--<option>`` (comma-separated ``what``; default ``full``,
+    smoke ``smoke``), runs ``(label(v), spec(v))`` per value and model through :func:`run_rows` (cached), adds the
+    value as column ``key`` (and ``paper_top1_deit_s`` from ``paper``), and writes ``<out>/<name>.csv`` with
+    ``[key] + ABLATION_COLUMNS (+ paper_top1_deit_s)``. The caller plots."""
+    p = parser(doc, full_eval=full_eval)
+    models_arg(p)
+    p.add_argument(f"--{option}", default=None, help=f"comma-separated {what} (default {full}; smoke {smoke})")
+    args = finish_args(p.parse_args(argv))
+    raw = getattr(args, option.replace("-", "_")) or (smoke if args.smoke else full)
+    values = [cast(x) for x in raw.split(",")]
+    models = models_of(args)
+    rows, cfgs = run_rows(args, [(label(v), spec(v)) for v in values], models)
+    for r in rows:
+        r[key] = values[r["row"]]
+        if paper is not None:
+            r["paper_top1_deit_s"] = paper.get(r[key])
+    write_csv(args.out / f"{name}.csv", rows,
+              [key] + ABLATION_COLUMNS + (["paper_top1_deit_s"] if paper is not None else []))
+    return Sweep(args, values, models, rows, cfgs)
+
+
 def rankdata(x: torch.Tensor) -> torch.Tensor:
     """Average ranks (ties averaged), for Spearman."""
     x = torch.as_tensor(x, dtype=torch.float64)

@@ -17,19 +17,11 @@ from analysis import common
 
 
 def main(argv=None):
-    p = common.parser(__doc__, full_eval=5000)
-    common.models_arg(p)
-    p.add_argument("--lams", default=None, help="comma-separated λ values (default 1e0..1e6; smoke 1e2,1e4)")
-    args = common.finish_args(p.parse_args(argv))
-    lams = [float(x) for x in (args.lams or ("1e2,1e4" if args.smoke else "1,1e1,1e2,1e3,1e4,1e5,1e6")).split(",")]
-    specs = [(f"lam={lam:g}", {"method": "erq", "lam": lam}) for lam in lams]
-    models = common.models_of(args)
-    rows, cfgs = common.run_rows(args, specs, models)
-    for r in rows:
-        r["lam"] = float(r["label"][4:])
-    common.write_csv(args.out / "fig4_lambda.csv", rows, ["lam"] + common.ABLATION_COLUMNS)
-    plot(rows, models, cfgs, args)
-    return rows
+    s = common.sweep(__doc__, argv, name="fig4_lambda", option="lams", key="lam", what="λ values",
+                     full="1,1e1,1e2,1e3,1e4,1e5,1e6", smoke="1e2,1e4", cast=float,
+                     label=lambda lam: f"lam={lam:g}", spec=lambda lam: {"method": "erq", "lam": lam})
+    plot(s.rows, s.models, s.cfgs, s.args)
+    return s.rows
 
 
 def plot(rows, models, cfgs, args):

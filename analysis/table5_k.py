@@ -16,22 +16,18 @@ from analysis import common
 PAPER = {0: 72.01, 1: 72.56, 2: 72.38, 3: 71.79}     # W4A4 DeiT-S, ImageNet
 
 
+def spec(k: int) -> dict:
+    """k = 0: Wqer with nearest rounding; else rr (release variant) refining k elements per iteration."""
+    if k == 0:
+        return {"method": "erq", "rounding": False}
+    return {"method": "erq", "solver": "rr", "solver_options": {"variant": "release", "k": k}}
+
+
 def main(argv=None):
-    p = common.parser(__doc__, full_eval=5000)
-    common.models_arg(p)
-    p.add_argument("--ks", default=None, help="comma-separated k values (default 0,1,2,3; smoke 0,1,2)")
-    args = common.finish_args(p.parse_args(argv))
-    ks = [int(k) for k in (args.ks or ("0,1,2" if args.smoke else "0,1,2,3")).split(",")]
-    specs = [(f"k={k}", {"method": "erq", "rounding": False} if k == 0 else
-              {"method": "erq", "solver": "rr", "solver_options": {"variant": "release", "k": k}}) for k in ks]
-    models = common.models_of(args)
-    rows, cfgs = common.run_rows(args, specs, models)
-    for r in rows:
-        r["k"] = int(r["label"][2:])
-        r["paper_top1_deit_s"] = PAPER.get(r["k"])
-    common.write_csv(args.out / "table5_k.csv", rows, ["k"] + common.ABLATION_COLUMNS + ["paper_top1_deit_s"])
-    plot(rows, models, cfgs, ks, args)
-    return rows
+    s = common.sweep(__doc__, argv, name="table5_k", option="ks", key="k", what="k values", full="0,1,2,3",
+                     smoke="0,1,2", cast=int, label=lambda k: f"k={k}", spec=spec, paper=PAPER)
+    plot(s.rows, s.models, s.cfgs, s.values, s.args)
+    return s.rows
 
 
 def plot(rows, models, cfgs, ks, args):

@@ -17,21 +17,11 @@ PAPER = {16: 72.54, 32: 72.56, 64: 72.94, 128: 73.19, 256: 73.51, 512: 73.68, 10
 
 
 def main(argv=None):
-    p = common.parser(__doc__, full_eval=5000)
-    common.models_arg(p)
-    p.add_argument("--images", default=None, help="comma-separated counts (default 4,8,…,1024; smoke 2,4)")
-    args = common.finish_args(p.parse_args(argv))
-    ns = [int(x) for x in (args.images or ("2,4" if args.smoke else "4,8,16,32,64,128,256,512,1024")).split(",")]
-    specs = [(f"n={n}", {"method": "erq", "calib_images": n}) for n in ns]
-    models = common.models_of(args)
-    rows, cfgs = common.run_rows(args, specs, models)
-    for r in rows:
-        r["images"] = int(r["label"][2:])
-        r["paper_top1_deit_s"] = PAPER.get(r["images"])
-    common.write_csv(args.out / "table7_images.csv", rows,
-                     ["images"] + common.ABLATION_COLUMNS + ["paper_top1_deit_s"])
-    plot(rows, models, cfgs, args)
-    return rows
+    s = common.sweep(__doc__, argv, name="table7_images", option="images", key="images", what="image counts",
+                     full="4,8,16,32,64,128,256,512,1024", smoke="2,4", cast=int, label=lambda n: f"n={n}",
+                     spec=lambda n: {"method": "erq", "calib_images": n}, paper=PAPER)
+    plot(s.rows, s.models, s.cfgs, s.args)
+    return s.rows
 
 
 def plot(rows, models, cfgs, args):
