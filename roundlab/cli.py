@@ -19,6 +19,12 @@ _FLAG_HELP = {
     "solver": "rounding solver for Wqer (roundlab solvers)",
     "lam": "ridge strength λ in --lam-convention (release: its `coe`)",
     "records": "basic, or full (also Wqer rounding-only / ridge-only errors for Figs. 6-7)",
+    "executor": "where Wqer's rounding subproblems run: serial, process (local workers) or ray",
+    "workers": "worker processes / Ray slots for --executor process|ray",
+    "chunk_rows": "rows per subproblem task (default: one task per Wqer segment)",
+    "task_timeout": "seconds per task (process/ray); past it the rows are rounded to nearest and recorded",
+    "retries": "re-runs of a task whose worker died, before rounding to nearest (recorded)",
+    "on_solver_error": "raise (one error; rerunning resumes) or fallback (round to nearest, recorded)",
 }
 
 
@@ -47,6 +53,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=hint, default=None, help=help_text)
         elif hint == (int | None):
             parser.add_argument(flag, type=int, default=None, help=help_text)
+        elif hint == (float | None):
+            parser.add_argument(flag, type=float, default=None, help=help_text)
         else:
             parser.add_argument(flag, type=str, default=None, help=help_text)
     parser.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE",

@@ -65,6 +65,13 @@ class ERQConfig:
     records: str = "basic"                  # "full" also runs Wqer's rounding-only / ridge-only variants
     device: str = "cpu"
     batch_size: int = 256
+    # how Wqer's rounding subproblems run (roundlab.fanout); answers are recorded in <run dir>/subproblems.sqlite
+    executor: str = "serial"                # "serial" | "process" (local workers) | "ray" (RAY_ADDRESS or local)
+    workers: int = 1
+    chunk_rows: int | None = None           # rows per task (None: one task per Wqer segment)
+    task_timeout: float | None = None       # seconds per task (process/ray); past it: round-to-nearest, recorded
+    retries: int = 2                        # re-runs of a task whose worker died, then round-to-nearest, recorded
+    on_solver_error: str = "raise"          # a solver exception: "raise" (one error; rerun resumes) | "fallback"
 
     def __post_init__(self):
         check_bits(self.wbits, "wbits")
@@ -87,6 +94,7 @@ class ERQConfig:
             raise RoundlabError(f"eval_images must be a positive integer or None, got {self.eval_images!r}")
         from roundlab.solvers import get_solver
         get_solver(self.solver, **self.solver_options)     # unknown solver or option: one clear error, now
+        self.fanout_config()
 
     @classmethod
     def for_method(cls, method: str = "erq", **overrides) -> "ERQConfig":
@@ -113,6 +121,13 @@ class ERQConfig:
             raise RoundlabError(f"unknown quant option(s) {unknown}; known: {sorted(known)}")
         return QuantConfig(**{**q, **self.quant_options})
 
+    def fanout_config(self):
+        """The :class:`roundlab.fanout.FanoutConfig` of this run (validates the execution fields)."""
+        from roundlab.fanout.fanned import FanoutConfig
+
+        return FanoutConfig(executor=self.executor, workers=self.workers, chunk_rows=self.chunk_rows,
+                            task_timeout=self.task_timeout, retries=self.retries, on_error=self.on_solver_error)
+
     def replace(self, **changes) -> "ERQConfig":
         return replace(self, **changes)
 
@@ -120,9 +135,22 @@ class ERQConfig:
         return asdict(self)
 
     def digest(self) -> str:
-        """A short hash of everything that changes the quantized weights (not the device or batch size)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("device", "batch_size", "eval_images")}
+        """A short hash of everything that changes the quantized weights.
+
+        Left out: where and how it runs (device, batch size, evaluation size, executor, workers). Fields added after
+        the first release (:data:`LATER_FIELDS`) count only when they differ from their default, so older runs keep
+        their digests."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_DIGESTED}
+        for k, default in LATER_FIELDS.items():
+            if d.get(k) == default:
+                del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+#: Fields that never change the quantized weights.
+NOT_DIGESTED = ("device", "batch_size", "eval_images", "executor", "workers")
+#: Fields added later, with their defaults: in the digest only when set to something else.
+LATER_FIELDS = {"chunk_rows": None, "task_timeout": None, "retries": 2, "on_solver_error": "raise"}
 
 
 def _one_of(name: str, value, choices) -> None:

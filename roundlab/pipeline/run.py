@@ -102,6 +102,28 @@ def _peak_memory_mb(device: str) -> dict:
     return out
 
 
+def check_finite_parameters(model: torch.nn.Module) -> None:
+    """One clear error naming the first parameter or buffer that holds NaN/Inf (a damaged checkpoint)."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = ~torch.isfinite(t.detach())
+            first = [int(i) for i in bad.nonzero()[0]]
+            raise RoundlabError(f"model parameter {name} holds {int(bad.sum())} NaN/Inf value(s) (first at {first}); "
+                                f"the checkpoint is damaged")
+
+
+def fanned_solver(config: ERQConfig, state: RunState | None):
+    """The configured solver behind the configured executor, answers recorded in the run's results store."""
+    from roundlab.fanout import FannedSolver, ResultStore
+    from roundlab.solvers import get_solver
+
+    fc = config.fanout_config()
+    store = ResultStore(state.dir / "subproblems.sqlite") if state is not None else None
+    return FannedSolver(get_solver(config.solver, **config.solver_options), fc.make_executor(), store,
+                        chunk_rows=fc.chunk_rows, on_error=fc.on_error, digest=config.digest(),
+                        error_log=None if state is None else state.dir / "errors.log")
+
+
 def calibrate_and_capture(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
                           heldout: torch.Tensor | None = None):
     """The pipeline's first stages on a copy of ``model``: quantizer surgery, activation calibration (FP weights, as
@@ -111,6 +133,7 @@ def calibrate_and_capture(model: torch.nn.Module, calib: torch.Tensor, config: E
     """
     from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
 
+    check_finite_parameters(model)
     qmodel = quantize_model(copy.deepcopy(model), config.quant_config())
     set_quant_state(qmodel, weight=False, act=True)
     with calibration_mode(qmodel), torch.no_grad():
@@ -127,19 +150,20 @@ def calibrate_and_capture(model: torch.nn.Module, calib: torch.Tensor, config: E
 
 def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
                  heldout: torch.Tensor | None = None, state: RunState | None = None, progress: bool = False,
-                 on_problem=None, times: dict | None = None) -> tuple[torch.nn.Module, list[dict]]:
+                 on_problem=None, times: dict | None = None,
+                 fanout: dict | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Quantize a copy of ``model`` with ``config`` on calibration images; return (quantized model, layer records).
 
     The model-level API: no data loading, no evaluation, no files unless a :class:`RunState` is given (then finished
-    layers are loaded from it and new ones saved to it). The returned model has every quantizer on.
+    layers are loaded from it and new ones saved to it, and every rounding subproblem's answer is recorded in its
+    results store). The returned model has every quantizer on. ``fanout`` (a dict) receives the executor's report:
+    tasks solved and reused, throughput, fallbacks.
     """
     from tqdm.auto import tqdm
 
     from roundlab.quant import set_quant_state
-    from roundlab.solvers import get_solver
 
     times = {} if times is None else times
-    solver = get_solver(config.solver, **config.solver_options)
     heldout = calib[:0] if heldout is None else heldout
     bs = config.batch_size
 
@@ -150,30 +174,43 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     t = time.perf_counter()
     finished = state.finished_records() if state is not None else {}
     records = []
-    bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
-    for name, layer in bar:
-        bar.set_postfix_str(name)
-        if state is not None and state.done(name) and name in finished:
-            saved = state.load(name)
-            _write_layer(layer, saved, final=False)
-            layer.weight_quantizer.calibrate(layer.weight.detach())
-            _write_layer(layer, saved, final=True)
-            records.append(finished[name])
-            continue
-        X, X_h = fp_in[name], fp_in_h.get(name)
-        X_in, X_in_h = X, X_h
-        if config.data_flow == "sequential":
-            set_quant_state(qmodel, weight=True, act=True)
-            X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name, batch_size=bs)[name]
-            if X_h is not None:
-                X_in_h = run_capturing(qmodel, heldout, {name: layer}, stop_after=name, batch_size=bs)[name]
-            set_quant_state(qmodel, weight=False, act=False)
-        record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
-                                          on_problem=on_problem)
-        _write_layer(layer, new_state, final=True)
-        if state is not None:
-            state.save(name, new_state, record)
-        records.append(record)
+    solver = fanned_solver(config, state)
+    try:
+        bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
+        for name, layer in bar:
+            bar.set_postfix_str(name)
+            if state is not None and state.done(name) and name in finished:
+                saved = state.load(name)
+                _write_layer(layer, saved, final=False)
+                layer.weight_quantizer.calibrate(layer.weight.detach())
+                _write_layer(layer, saved, final=True)
+                records.append(finished[name])
+                continue
+            X, X_h = fp_in[name], fp_in_h.get(name)
+            X_in, X_in_h = X, X_h
+            if config.data_flow == "sequential":
+                set_quant_state(qmodel, weight=True, act=True)
+                X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name, batch_size=bs)[name]
+                if X_h is not None:
+                    X_in_h = run_capturing(qmodel, heldout, {name: layer}, stop_after=name, batch_size=bs)[name]
+                set_quant_state(qmodel, weight=False, act=False)
+            solver.set_context(layer=name)
+            n_fallbacks = len(solver.stats.fallbacks)
+            try:
+                record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
+                                                  on_problem=on_problem)
+            except RoundlabError as e:
+                raise RoundlabError(f"layer {name}: {e}" if name not in str(e) else str(e)) from None
+            record["digest"] = config.digest()
+            record["fallbacks"] = solver.stats.fallbacks[n_fallbacks:]
+            _write_layer(layer, new_state, final=True)
+            if state is not None:
+                state.save(name, new_state, record)
+            records.append(record)
+    finally:
+        solver.close()
+    if fanout is not None:
+        fanout.update(solver.report())
     times["layers_s"] = time.perf_counter() - t
     set_quant_state(qmodel, weight=True, act=True)
     return qmodel, records
@@ -208,8 +245,9 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     fp_metrics, reference = _fp_reference(model, test, config, cache_dir=state.dir.parent / "_fp_cache")
     times["fp_eval_s"] = time.perf_counter() - t
 
+    fanout: dict = {}
     qmodel, records = erq_quantize(model, calib, config, heldout=heldout, state=state, progress=progress,
-                                   on_problem=on_problem, times=times)
+                                   on_problem=on_problem, times=times, fanout=fanout)
 
     t = time.perf_counter()
     metrics = evaluate(qmodel, test, reference_logits=reference, batch_size=config.batch_size,
@@ -220,11 +258,16 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     result = {
         "config": config.to_dict(), "digest": config.digest(), "versions": _versions(),
         "fp": fp_metrics, "quantized": metrics, "times": times, "memory": _peak_memory_mb(config.device),
-        "wqer": _sum_wqer(records), "n_layers": len(records),
+        "wqer": _sum_wqer(records), "n_layers": len(records), "fanout": fanout,
+        "fallback_rows": sum(f["rows"][1] - f["rows"][0] for r in records for f in r.get("fallbacks", [])),
         "paths": {"dir": str(state.dir), "records": str(state.records.path),
                   "result": str(state.dir / "result.json")},
     }
     _atomic_write(state.dir / "result.json", json.dumps(result, indent=2, default=float))
+    if result["fallback_rows"]:
+        reasons = sorted({f["reason"] for r in records for f in r.get("fallbacks", [])})
+        print(f"warning: {result['fallback_rows']} rounding row(s) fell back to round-to-nearest "
+              f"({'; '.join(reasons)[:300]}); see 'fallbacks' in {state.records.path}", file=sys.stderr)
     return result
 
 

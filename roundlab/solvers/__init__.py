@@ -7,7 +7,8 @@
 
 Built-in: ``nearest``, ``rr`` (ERQ Rounding Refinement), ``greedy`` (one-flip local search), ``tabu`` (one-flip
 tabu search from the greedy optimum), ``gptq``,
-``adaround``, ``miqp`` (exact, PuLP CBC/HiGHS/SCIP or cvxpy+SCIP), ``brute`` (exhaustive, d ≤ 20).
+``adaround``, ``miqp`` (exact, PuLP CBC/HiGHS/SCIP or cvxpy+SCIP), ``brute`` (exhaustive, d ≤ 20), and
+``faulty`` (fault injection around another solver, for testing executors and resume).
 :func:`~roundlab.solvers.bound.lower_bound` gives certified lower bounds. Optional heavy packages (pulp, cvxpy,
 pyscipopt, highspy) are imported only when a solver that needs them runs.
 """
@@ -16,7 +17,7 @@ from roundlab.solvers.base import Solution, Solver, SolverConfig
 from roundlab.solvers.registry import get_solver, list_solvers, register_solver, solver_class, unregister_solver
 
 # Built-in solvers register themselves on import (none of these modules imports an optional package at load time).
-from roundlab.solvers import nearest, rr, greedy, tabu, gptq, adaround, brute, miqp  # noqa: E402,F401  isort: skip
+from roundlab.solvers import nearest, rr, greedy, tabu, gptq, adaround, brute, miqp, faulty  # noqa: E402,F401  isort: skip
 
 __all__ = ["Solution", "Solver", "SolverConfig", "get_solver", "list_solvers", "register_solver", "solver_class",
            "unregister_solver"]

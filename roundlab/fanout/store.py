@@ -1,0 +1,128 @@
+"""The results store: every solved subproblem, recorded the moment it completes, in one SQLite file.
+
+Why SQLite in WAL mode (``synchronous=FULL``) rather than append-only JSON lines: a commit is atomic and durable
+once ``put`` returns, so a process killed at any instant leaves either the whole answer or none of it (a JSON-lines
+file needs torn-line detection and ad-hoc compaction); answers are looked up by key in O(log n) instead of by
+re-reading the log; the per-row tensors are stored as exact binary blobs (bit-identical float64 on reload, no
+text round-trip); and readers (``roundlab report``, a notebook) can open the file while a run writes it.
+
+A row is keyed by a content hash of the task (solver class and config, the subproblem's tensors, the warm start;
+see :func:`roundlab.fanout.fanned.task_key`), so an answer is reused only for the very same subproblem.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from roundlab.errors import RoundlabError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    key        TEXT PRIMARY KEY,
+    rows       INTEGER NOT NULL,
+    d          INTEGER NOT NULL,
+    delta      BLOB NOT NULL,     -- float64 (rows, d)
+    status     BLOB NOT NULL,     -- int64 (rows,) codes into roundlab.solvers.base.STATUSES
+    bound      BLOB NOT NULL,     -- float64 (rows,)
+    iterations BLOB NOT NULL,     -- int64 (rows,)
+    row_time   BLOB NOT NULL,     -- float64 (rows,)
+    fallback   BLOB NOT NULL,     -- bool (rows,)
+    outcome    TEXT NOT NULL,     -- ok | error | timeout | died
+    reason     TEXT,              -- why a fallback was recorded (NULL when solved)
+    meta       TEXT NOT NULL,     -- JSON: digest, layer, call, rows range, solver, executor, seconds
+    created    REAL NOT NULL
+)
+"""
+
+
+@dataclass
+class Answer:
+    """One task's recorded answer (``outcome != "ok"``: a fallback, with ``reason``)."""
+
+    delta: torch.Tensor
+    status: torch.Tensor
+    bound: torch.Tensor
+    iterations: torch.Tensor
+    row_time: torch.Tensor
+    fallback: torch.Tensor
+    outcome: str = "ok"
+    reason: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _blob(t: torch.Tensor, dtype) -> bytes:
+    return t.detach().cpu().to(dtype).contiguous().numpy().tobytes()
+
+
+def _tensor(b: bytes, np_dtype, shape) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(b, dtype=np_dtype).copy().reshape(shape))
+
+
+class ResultStore:
+    """``put`` / ``get`` answers by key; safe against SIGKILL at any point (WAL, fsync on every commit)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise RoundlabError(f"results store {self.path} cannot be opened ({e}); move it away to start over") \
+                from None
+        if str(mode).lower() != "wal":
+            raise RoundlabError(f"results store {self.path}: the filesystem refused WAL mode (got {mode!r})")
+
+    def get(self, key: str, rows: int, d: int) -> Answer | None:
+        """The answer stored under ``key``, or None (also when its shape does not match: never a wrong answer)."""
+        row = self.db.execute("SELECT rows, d, delta, status, bound, iterations, row_time, fallback, outcome, "
+                              "reason, meta FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] != rows or row[1] != d:
+            return None
+        R = row[0]
+        return Answer(delta=_tensor(row[2], np.float64, (R, row[1])), status=_tensor(row[3], np.int64, (R,)),
+                      bound=_tensor(row[4], np.float64, (R,)), iterations=_tensor(row[5], np.int64, (R,)),
+                      row_time=_tensor(row[6], np.float64, (R,)), fallback=_tensor(row[7], np.bool_, (R,)),
+                      outcome=row[8], reason=row[9], meta=json.loads(row[10]))
+
+    def put(self, key: str, a: Answer) -> None:
+        """Record ``a`` under ``key`` (one durable transaction; an existing key is replaced)."""
+        R, d = a.delta.shape
+        self.db.execute(
+            "INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (key, R, d, _blob(a.delta, torch.float64), _blob(a.status, torch.int64), _blob(a.bound, torch.float64),
+             _blob(a.iterations, torch.int64), _blob(a.row_time, torch.float64), _blob(a.fallback, torch.bool),
+             a.outcome, a.reason, json.dumps(a.meta, default=str, sort_keys=True), time.time()))
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def summary(self) -> dict:
+        """Counts by outcome (tasks and rows) and the distinct fallback reasons."""
+        out = {"tasks": 0, "rows": 0, "by_outcome": {}, "fallback_reasons": {}}
+        for outcome, n, rows in self.db.execute("SELECT outcome, COUNT(*), SUM(rows) FROM answers GROUP BY outcome"):
+            out["by_outcome"][outcome] = {"tasks": n, "rows": rows}
+            out["tasks"] += n
+            out["rows"] += rows
+        for reason, n in self.db.execute("SELECT reason, COUNT(*) FROM answers WHERE reason IS NOT NULL "
+                                         "GROUP BY reason"):
+            out["fallback_reasons"][reason] = n
+        return out
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
