@@ -102,5 +102,8 @@ def test_fallback_policy_finishes_and_reports_every_fallback(tmp_path):
     per_layer = [f for r in records for f in r["fallbacks"]]
     assert per_layer and fanout["fallback_rows"] == sum(f["rows"][1] - f["rows"][0] for f in per_layer)
     assert {f["reason"] for f in per_layer} == {"error: RuntimeError: injected fault (faulty solver, fail=raise)"}
+    from roundlab.pipeline.records import format_report
+
+    assert f"FALLBACKS: {fanout['fallback_rows']} rounding rows" in format_report(records)
     # the rows' status says fallback too, except rows with nothing to choose (lo == hi), which are optimal anyway
     assert 0 < sum(r["wqer"]["status"].get("fallback", 0) for r in records) <= fanout["fallback_rows"]

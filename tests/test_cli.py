@@ -18,6 +18,10 @@ from roundlab.pipeline.run import erq_quantize
     (["--solver-opt", "novalue"], "--solver-opt expects KEY=VALUE"),
     (["--data-root", "/nonexistent/fmnist"], "looked in /nonexistent/fmnist"),
     (["--method", "magic"], "unknown method 'magic'"),
+    (["--executor", "dask"], "unknown executor 'dask'; choose one of serial, process, ray"),
+    (["--task-timeout", "5"], "task_timeout needs --executor process or ray"),
+    (["--executor", "process", "--workers", "0"], "workers must be a positive integer, got 0"),
+    (["--on-solver-error", "ignore"], "on_error must be one of ('raise', 'fallback')"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     run_dir = tmp_path / "run"

@@ -108,4 +108,10 @@ def format_report(records: list[dict]) -> str:
         kh, mh = lowered_share(records, before, after, "errors_heldout")
         lines.append(f"{n:9s} ({before} -> {after}) lowers the Eq. 4 error on {k}/{m} layers (calibration images)"
                      + (f", {kh}/{mh} (held-out images)" if mh else ""))
+    fallbacks = [(r["layer"], f) for r in records for f in r.get("fallbacks", [])]
+    if fallbacks:
+        rows = sum(f["rows"][1] - f["rows"][0] for _, f in fallbacks)
+        reasons = sorted({f["reason"] for _, f in fallbacks})
+        lines.append(f"FALLBACKS: {rows} rounding rows in {len({n for n, _ in fallbacks})} layer(s) were rounded to "
+                     f"nearest instead of solved: {'; '.join(reasons)}")
     return "\n".join(lines)
