@@ -3,6 +3,11 @@
     python -m analysis.fig3_proxy_fidelity            # full: fmnist-vit W4A4, every layer, 32 calib / 32 held-out
     python -m analysis.fig3_proxy_fidelity --smoke    # seconds (tests)
     python -m analysis.fig3_proxy_fidelity --few-images 2 --downstream-images 512
+    python -m analysis.fig3_proxy_fidelity --layers blocks.0.attn.qkv,blocks.5.mlp.fc2   # a subset of layers
+
+Cost (full mode, measured): ~6 min on one core (346 s wall, 335 s compute: 96% downstream forwards, 2% the 10
+candidates of all 180 segments, the rest ERQ + layer inputs); the downstream forwards start at the layer's block
+(:class:`Suffix`, checked equal to a full forward), which halved it from 748 s.
 
 Full ERQ (rr release, k = 1, λ = 1e4) is run with an ``on_problem`` hook that keeps every Wqer segment's
 RoundingProblem (its weights, grid and M) and the chosen δ. Each segment's samples X̄ˢ (= [X̄ | 1][:, S]) are rebuilt
@@ -14,9 +19,13 @@ nearest with random flips (5/15/30/50% of the free elements). For every output r
   §11), slope 1 — and with the unbiased (1/(N−1)) covariance (the release's torch.cov): slope ≤ N/(N−1);
 * held-out: proxy (calibration M) against E on the held-out images' inputs;
 * fewer samples: proxy from the first ``--few-images`` calibration images against E on all calibration images;
-* downstream: per segment (steps 0–1 of every linear layer) the candidate is written into the quantized model and
-  the block output MSE against the FP model and KL(FP ‖ Q) of the logits are measured on ``--downstream-images``
-  test images; x = proxy summed over the segment's rows.
+* downstream: per segment (steps 0–1 of every linear layer, ``--downstream-steps``) each candidate is written into
+  the quantized model and the block output MSE against the FP model and KL(FP ‖ Q) of the logits are measured on
+  ``--downstream-images`` test images (512); x = proxy summed over the segment's rows.
+
+Every linear layer (the 24 block layers and the head; the patch-embed conv has no rounding step) and every Wqer
+segment of it are used; 10 candidates per segment; the title and CSV say so (``layers``, ``candidates``,
+``downstream_segments``, ``compute_s``).
 
 Pearson and Spearman are reported per regime, pooled over all points (scale spans orders of magnitude, so pooled
 numbers mostly measure that) and "within row" (mean over rows of the Spearman across the candidates: does the proxy
@@ -27,6 +36,7 @@ figures/fig3_proxy_fidelity_points.csv (a 5,000-point sample of the scatter).
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -87,6 +97,67 @@ def forward_block(model, block: str | None, images: torch.Tensor):
     return logits, store.get("y")
 
 
+class Suffix:
+    """Downstream forwards that start at the layer's block: (logits, block output) from the block's cached input.
+
+    On a timm ViT/DeiT (``blocks`` a Sequential, ``norm``, ``forward_head``) the input of ``blocks[b]`` does not
+    depend on any layer inside blocks ≥ b, so it is captured once per block (quantized model in its final state) and
+    each candidate runs ``blocks[b:]`` → ``norm`` → ``forward_head`` only: the same numbers as a full forward
+    (checked on first use per block, else every forward is a full one), at ~60% of the cost on average.
+    ``b = len(blocks)`` (the head): the input of ``norm``."""
+
+    def __init__(self, model, images: torch.Tensor):
+        self.model, self.images, self.inputs = model, images, {}
+        blocks = getattr(model, "blocks", None)
+        self.ok = isinstance(blocks, torch.nn.Sequential) and hasattr(model, "norm") and \
+            hasattr(model, "forward_head")
+        self.checked = set()
+
+    def index(self, block: str | None) -> int | None:
+        if not self.ok:
+            return None
+        if block is None:
+            return len(self.model.blocks)
+        head, _, i = block.partition(".")
+        return int(i) if head == "blocks" and i.isdigit() else None
+
+    def _input(self, b: int) -> torch.Tensor:
+        if b not in self.inputs:
+            store = {}
+            m = self.model.blocks[b] if b < len(self.model.blocks) else self.model.norm
+            h = m.register_forward_pre_hook(lambda mod, a: store.__setitem__("x", a[0].detach()))
+            try:
+                with torch.no_grad():
+                    self.model(self.images)
+            finally:
+                h.remove()
+            self.inputs[b] = store["x"]
+        return self.inputs[b]
+
+    def __call__(self, block: str | None):
+        """(logits, block output or None) of the model as it is now, on ``images``."""
+        b = self.index(block)
+        if b is None:
+            return forward_block(self.model, block, self.images)
+        x, y = self._input(b), None
+        with torch.no_grad():
+            for i, blk in enumerate(self.model.blocks[b:]):
+                x = blk(x)
+                if i == 0:
+                    y = x
+            logits = self.model.forward_head(self.model.norm(x))
+        if b not in self.checked:                                  # once per block: equal to the full forward
+            ref_logits, ref_y = forward_block(self.model, block, self.images)
+            same = torch.allclose(logits, ref_logits, rtol=1e-5, atol=1e-6) and \
+                (y is None or ref_y is None or torch.allclose(y, ref_y, rtol=1e-5, atol=1e-6))
+            if not same:
+                common.log(f"suffix forward differs from the full one at {block}: full forwards from now on")
+                self.ok = False
+                return ref_logits, ref_y
+            self.checked.add(b)
+        return logits, y
+
+
 def kl(ref: torch.Tensor, logits: torch.Tensor) -> float:
     lp, lq = ref.log_softmax(-1), logits.log_softmax(-1)
     return float((lp.exp() * (lp - lq)).sum(-1).mean())
@@ -116,6 +187,12 @@ def compute(args, cfg) -> dict:
     linear = [i for i, n in enumerate(names) if inputs[n]["kind"] != "patch_embed"]
     if args.smoke:
         linear = linear[:2]
+    if args.layers:
+        unknown = sorted(set(args.layers) - set(names))
+        if unknown:
+            raise SystemExit(f"unknown layer(s) {unknown}; known: {names}")
+        linear = [i for i in linear if names[i] in args.layers]
+    timing = {"candidates_s": 0.0, "downstream_s": 0.0}
     pts = {k: [] for k in ("layer", "step", "cand", "proxy_b", "proxy_u", "E_in", "E_heldout", "proxy_few",
                            "N")}
     within = {"in-sample": [], "in-sample unbiased": [], "held-out": [], "few samples": []}
@@ -123,6 +200,7 @@ def compute(args, cfg) -> dict:
     down = []
     imgs = test.images_at(range(min(args.downstream_images, len(test))))
     fp_cache = {}
+    suffix = Suffix(qmodel, imgs)
     for li, step, problem, chosen, S in captured:
         if li not in linear or problem.d < 2 or (args.smoke and step > 1):
             continue
@@ -135,7 +213,10 @@ def compute(args, cfg) -> dict:
         P_u = proxy_matrix(Xs, "unbiased")
         Xf = Xs[:n_few]
         M_few = Xf.T @ Xf / Xf.shape[0]
+        t0 = time.perf_counter()
         cands = candidates(problem, chosen, args.smoke, seed=1000 * li + step)
+        timing["candidates_s"] += time.perf_counter() - t0
+        common.log(f"{name} step {step} d={problem.d} R={problem.rows}: candidates {time.perf_counter() - t0:.2f}s")
         vals = {}
         for ci, (cname, delta) in enumerate(cands.items()):
             delta = delta.cpu()
@@ -157,6 +238,7 @@ def compute(args, cfg) -> dict:
         within["few samples"].append(_row_spearman(stack["proxy_few"], stack["E_in"]))
 
         if step < args.downstream_steps:
+            t0 = time.perf_counter()
             layer = dict(__import__("roundlab.quant", fromlist=["quant_layers"]).quant_layers(qmodel))[name]
             block = block_of(qmodel, name)
             if block not in fp_cache:
@@ -166,7 +248,7 @@ def compute(args, cfg) -> dict:
             for cname, delta in cands.items():
                 with torch.no_grad():
                     layer.weight[:, S] = problem.quantized(delta.to(problem.device)).to(layer.weight)
-                logits, y = forward_block(qmodel, block, imgs)
+                logits, y = suffix(block)
                 down.append({"layer": name, "step": step, "cand": cname,
                              "proxy_sum": float(vals[cname]["proxy_b"].sum()),
                              "E_sum": float(vals[cname]["E_in"].sum()),
@@ -174,6 +256,8 @@ def compute(args, cfg) -> dict:
                              "kl": kl(ref_logits, logits)})
             with torch.no_grad():
                 layer.weight.copy_(W_keep)
+            timing["downstream_s"] += time.perf_counter() - t0
+            common.log(f"{name} step {step}: downstream {time.perf_counter() - t0:.2f}s")
     data = {k: torch.cat(v) for k, v in pts.items()}
     data["within"] = {k: torch.cat(v) for k, v in within.items()}
     data["cand_names"] = list(cands)
@@ -181,6 +265,8 @@ def compute(args, cfg) -> dict:
     data["max_m_err"] = max_m_err
     data["n_few"] = n_few
     data["names"] = names
+    data["layers_used"] = [names[i] for i in linear]
+    data["timing"] = timing
     return data
 
 
@@ -209,16 +295,26 @@ def main(argv=None):
     p.add_argument("--few-images", type=int, default=None, help="images behind the 'fewer samples' proxy (4; smoke 1)")
     p.add_argument("--downstream-images", type=int, default=None, help="test images for block MSE/KL (512; smoke 32)")
     p.add_argument("--downstream-steps", type=int, default=2, help="Wqer steps per layer measured downstream")
+    p.add_argument("--layers", default=None, help="comma-separated layer names")
     args = common.finish_args(p.parse_args(argv))
+    args.layers = args.layers.split(",") if args.layers else None
     args.few_images = args.few_images or (1 if args.smoke else 4)
     args.downstream_images = args.downstream_images or (32 if args.smoke else 512)
     cfg = common.config(args, "erq", solver="rr")
     cache = args.runs / f"fig3-{cfg.model}-W{cfg.wbits}A{cfg.abits}-{cfg.digest()}-f{args.few_images}" \
                         f"-d{args.downstream_images}x{args.downstream_steps}{'-smoke' if args.smoke else ''}.pt"
+    if args.layers:
+        import hashlib
+
+        cache = cache.with_name(cache.stem + "-L" + hashlib.sha1(",".join(args.layers).encode()).hexdigest()[:8] +
+                                cache.suffix)
     if cache.exists():
         data = torch.load(cache, weights_only=False)
     else:
+        t0 = time.perf_counter()
         data = compute(args, cfg)
+        data["timing"]["compute_s"] = time.perf_counter() - t0
+        common.log(f"computed in {data['timing']['compute_s']:.0f}s: {data['timing']}")
         torch.save(data, cache)
 
     rows = []
@@ -250,12 +346,18 @@ def main(argv=None):
                      "within_row_spearman_mean": sum(per) / len(per) if per else math.nan,
                      "note": f"within = mean per-segment Spearman over {len(per)} segments "
                              f"({args.downstream_images} test imgs)"})
+    used = data.get("layers_used", [])
+    segs = len({(r["layer"], r["step"]) for r in down})
     for r in rows:
         r.update(max_rel_M_mismatch=data["max_m_err"], model=cfg.model, wbits=cfg.wbits, abits=cfg.abits,
-                 calib_images=cfg.calib_images, heldout_images=cfg.heldout_images, few_images=args.few_images)
+                 calib_images=cfg.calib_images, heldout_images=cfg.heldout_images, few_images=args.few_images,
+                 solver="rr release k=1", lam=cfg.lam, layers=len(used), candidates_per_segment=len(data["cand_names"]),
+                 candidates=" | ".join(data["cand_names"]), downstream_segments=segs,
+                 downstream_images=args.downstream_images, compute_s=data.get("timing", {}).get("compute_s"))
     cols = ["regime", "x", "y", "points", "pearson", "spearman", "pearson_log", "within_row_spearman_mean",
             "ratio_min", "ratio_median", "ratio_max", "N_min", "note", "max_rel_M_mismatch", "model", "wbits",
-            "abits", "calib_images", "heldout_images", "few_images"]
+            "abits", "solver", "lam", "calib_images", "heldout_images", "few_images", "layers",
+            "candidates_per_segment", "candidates", "downstream_segments", "downstream_images", "compute_s"]
     common.write_csv(args.out / "fig3_proxy_fidelity.csv", rows, cols)
     g = torch.Generator().manual_seed(0)
     n = len(data["proxy_b"])
@@ -293,35 +395,62 @@ def plot(data, rows, args, cfg):
         ax.set_yscale("log")
         ax.set_xlabel(f"true E‖δx̄ˢ‖² ({'held-out images' if yk == 'E_heldout' else 'calibration samples'})"
                       " [output MSE units]")
-        ax.set_ylabel("proxy δ(μμᵀ+Σ)δᵀ" + (" (few images)" if xk == "proxy_few" else ""))
+        ax.set_ylabel("proxy δ(μμᵀ+Σ)δᵀ" + (" from few images" if xk == "proxy_few" else "") +
+                      " [output MSE units]")
         ax.set_title(f"{name}: {desc}\nPearson {st['pearson']:.4f}, Spearman {st['spearman']:.4f}, "
                      f"within-row Spearman {st['within_row_spearman_mean']:.3f}\n"
                      f"proxy/E ∈ [{st['ratio_min']:.4g}, {st['ratio_max']:.4g}]", fontsize=8)
         if xk == "proxy_b" and yk == "E_in":
-            ax.legend(fontsize=6, markerscale=3, ncol=2, loc="upper left")
+            ax.legend(fontsize=6, markerscale=3, ncol=2, loc="upper left", title="candidate (colour)",
+                      title_fontsize=6)
+        else:
+            lines = [h for h in ax.get_lines()]
+            ax.legend(lines, [h.get_label() for h in lines], fontsize=7, loc="upper left")
     down = data["down"]
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    ci_of = {c: i for i, c in enumerate(data["cand_names"])}
     for ax, key, label, st in ((axes.flat[4], "block_mse", "block output MSE vs FP", rows[4]),
-                               (axes.flat[5], "kl", "logits KL(FP ‖ Q) (nats)", rows[5])):
+                               (axes.flat[5], "kl", "logits KL(FP ‖ Q)", rows[5])):
         segs = {}
         for r in down:
             if not math.isnan(r[key]):
                 segs.setdefault((r["layer"], r["step"]), []).append(r)
-        for si, (k, rs) in enumerate(segs.items()):
+        pts = {c: ([], []) for c in data["cand_names"]}
+        for rs in segs.values():
             near = next(r for r in rs if r["cand"] == "nearest")
-            ax.scatter([r["proxy_sum"] / near["proxy_sum"] for r in rs],
-                       [100 * (r[key] - near[key]) / near[key] for r in rs], s=8, alpha=0.6,
-                       color=cmap(si % 10))
+            for r in rs:
+                pts[r["cand"]][0].append(r["proxy_sum"] / near["proxy_sum"])
+                pts[r["cand"]][1].append(100 * (r[key] - near[key]) / near[key])
+        for c, (xs, ys) in pts.items():
+            if c != "nearest":                                   # nearest is the origin (1, 0) of every segment
+                ax.scatter(xs, ys, s=9, alpha=0.65, color=cmap(ci_of[c] % 10), label=c)
         ax.axhline(0, color="k", lw=0.8)
-        ax.axvline(1, color="k", lw=0.8)
+        ax.axvline(1, color="k", lw=0.8, label="round-to-nearest (1, 0)")
         ax.set_xscale("log")
-        ax.set_xlabel("segment proxy Σ_rows δMδᵀ, relative to round-to-nearest (log)")
-        ax.set_ylabel(f"change in {label} vs nearest (%)")
+        allx = [v for xs, _ in pts.values() for v in xs] or [1.0]
+        ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+                 if min(allx) / 1.5 <= t <= max(allx) * 1.5]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=6, ncol=2, loc="upper left", title="candidate (colour)", title_fontsize=6)
+        ax.set_xlabel("segment proxy Σ_rows δMδᵀ, relative to round-to-nearest (ratio, log scale)")
+        ax.set_ylabel(f"relative change in {label}\nagainst round-to-nearest (%)")
         ax.set_title(f"downstream: {label}\npooled raw Pearson {st['pearson']:.3f}, Spearman {st['spearman']:.3f}; "
                      f"mean per-segment Spearman {st['within_row_spearman_mean']:.3f}\n"
-                     f"({len(segs)} segments, colour = segment, {args.downstream_images} test imgs)", fontsize=8)
-    fig.suptitle(f"Fig. 3 — proxy fidelity. Full ERQ (rr release k=1, λ=1e4), {cfg.model} W{cfg.wbits}A{cfg.abits}, "
+                     f"({len(segs)} segments × {len(data['cand_names']) - 1} candidates, "
+                     f"{args.downstream_images} test imgs)", fontsize=8)
+    used = data.get("layers_used", [])
+    n_lin = sum(1 for n in data["names"] if n != data["names"][0])
+    which = "every linear layer" if len(used) == n_lin else f"{len(used)} of {n_lin} linear layers"
+    segs = len({(r["layer"], r["step"]) for r in down})
+    fig.suptitle(f"Fig. 3 — proxy fidelity. Full ERQ (rr release k=1, λ={cfg.lam:g}), {cfg.model} W{cfg.wbits}A{cfg.abits}, "
                  f"{cfg.calib_images} calib / {cfg.heldout_images} held-out imgs, few = {args.few_images} img(s); "
-                 f"candidates: nearest, solvers, random flips; {len(data['proxy_b'])} row points", fontsize=10)
+                 f"{which} ({len(data['proxy_b'])} row points)\n{len(data['cand_names'])} candidate roundings per "
+                 f"Wqer segment: {', '.join(data['cand_names'])}; downstream: first {args.downstream_steps} segments "
+                 f"per layer ({segs} segments) × {len(data['cand_names'])} candidates on {args.downstream_images} "
+                 f"test imgs", fontsize=10)
     common.save_figure(fig, args.out, "fig3_proxy_fidelity")
 
 

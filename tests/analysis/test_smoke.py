@@ -88,6 +88,9 @@ def test_fig3(dirs):
         p = _num(r["pearson"])
         assert math.isnan(p) or -1 - 1e-9 <= p <= 1 + 1e-9
     assert len(_read(out / "fig3_proxy_fidelity_points.csv")) > 100
+    down = rows["downstream: logits KL(FP‖Q)"]
+    assert int(down["layers"]) == 2 and int(down["candidates_per_segment"]) == 10     # smoke: 2 layers
+    assert int(down["points"]) == 10 * int(down["downstream_segments"]) > 0
 
 
 def test_table1(dirs):
