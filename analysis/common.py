@@ -458,6 +458,12 @@ def sweep(doc: str, argv, *, name: str, option: str, key: str, full: str, smoke:
     return Sweep(args, values, models, rows, cfgs)
 
 
+def top1_se(r: dict) -> float:
+    """Binomial standard error of a metrics row's top-1 (percentage points): 100·sqrt(p(1 − p)/n_eval)."""
+    p, n = r["top1"] / 100, r.get("n_eval") or 0
+    return 100 * math.sqrt(p * (1 - p) / n) if n else math.nan
+
+
 def rankdata(x: torch.Tensor) -> torch.Tensor:
     """Average ranks (ties averaged), for Spearman."""
     x = torch.as_tensor(x, dtype=torch.float64)

@@ -30,7 +30,8 @@ def plot(rows, models, cfgs, args):
     for model in models:
         rs = [r for r in rows if r["model"] == model]
         n = [r["images"] for r in rs]
-        axes[0].plot(n, [r["top1"] for r in rs], "o-", label=f"{model} (roundlab)")
+        axes[0].errorbar(n, [r["top1"] for r in rs], yerr=[common.top1_se(r) for r in rs], fmt="o-", capsize=3,
+                         label=f"{model} (roundlab, ±1 s.e. of {rs[0]['n_eval']} test imgs)")
         axes[1].plot(n, [r["kl"] for r in rs], "o-", label=model)
         axes[2].plot(n, [r["quant_time_s"] for r in rs], "o-", label=model)
     ax2 = axes[0].twinx()
@@ -39,7 +40,10 @@ def plot(rows, models, cfgs, args):
     ax2.grid(False)
     h1, l1 = axes[0].get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    axes[0].legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
+    for ax in (axes[0], ax2):                       # headroom for the legend above both curves
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi + 0.4 * (hi - lo))
+    axes[0].legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("calibration images (log2 scale)")
