@@ -29,18 +29,24 @@ def plot(rows, models, cfgs, args):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for model in models:
         rs = [r for r in rows if r["model"] == model]
-        axes[0].plot([r["lam"] for r in rs], [r["top1"] for r in rs], "o-", label=f"{model}: ERQ")
+        axes[0].errorbar([r["lam"] for r in rs], [r["top1"] for r in rs], yerr=[common.top1_se(r) for r in rs],
+                         fmt="o-", capsize=3, label=f"{model}: ERQ (±1 s.e. of {rs[0]['n_eval']} test imgs)")
         axes[1].plot([r["lam"] for r in rs], [r["kl"] for r in rs], "o-", label=model)
         best = max(rs, key=lambda r: r["top1"])
         axes[0].scatter([best["lam"]], [best["top1"]], s=120, facecolors="none", edgecolors="r", zorder=4,
-                        label=f"{model}: best λ={best['lam']:g}")
+                        label=f"{model}: best top-1 at λ={best['lam']:g}")
+        low = min(rs, key=lambda r: r["kl"])
+        axes[1].scatter([low["lam"]], [low["kl"]], s=120, facecolors="none", edgecolors="r", zorder=4,
+                        label=f"{model}: lowest KL at λ={low['lam']:g}")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("λ1 = λ2 (release convention, log scale)")
         ax.axvline(1e4, color="gray", ls=":", lw=1, label="paper's best (1e4, DeiT-S)")
     axes[0].set_ylabel("top-1 accuracy (%)")
     axes[0].set_title("top-1 vs λ")
-    axes[0].legend(fontsize=7)
+    lo, hi = axes[0].get_ylim()                     # headroom for the legend above the error bars
+    axes[0].set_ylim(lo, hi + 0.45 * (hi - lo))
+    axes[0].legend(fontsize=7, loc="upper center")
     axes[1].set_ylabel("KL(FP ‖ quantized) (nats)")
     axes[1].set_title("divergence from the FP model vs λ")
     axes[1].legend(fontsize=7)
