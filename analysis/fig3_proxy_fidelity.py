@@ -6,8 +6,8 @@
     python -m analysis.fig3_proxy_fidelity --layers blocks.0.attn.qkv,blocks.5.mlp.fc2   # a subset of layers
 
 Cost (full mode, measured): ~6 min on one core (346 s wall, 335 s compute: 96% downstream forwards, 2% the 10
-candidates of all 180 segments, the rest ERQ + layer inputs); the downstream forwards start at the layer's block
-(:class:`Suffix`, checked equal to a full forward), which halved it from 748 s.
+candidates of all 137 segments with d ≥ 2, the rest ERQ + layer inputs); the downstream forwards start at the layer's
+block (:class:`Suffix`, checked equal to a full forward), which halved it from 748 s.
 
 Full ERQ (rr release, k = 1, λ = 1e4) is run with an ``on_problem`` hook that keeps every Wqer segment's
 RoundingProblem (its weights, grid and M) and the chosen δ. Each segment's samples X̄ˢ (= [X̄ | 1][:, S]) are rebuilt
