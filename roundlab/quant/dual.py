@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from roundlab.errors import RoundlabError, check
-from roundlab.quant.grid import check_bits, fake_quant
+from roundlab.quant.base import Quantizer
+from roundlab.quant.grid import fake_quant
 from roundlab.quant.quantile import masked_row_quantile
 from roundlab.quant.uniform import check_finite, search_uniform, work_dtype
 
@@ -47,7 +47,7 @@ def outlier_columns(W: torch.Tensor, k: int, tail: float = 0.01) -> torch.Tensor
     return order[: min(k, n_candidates)]
 
 
-class DualUniformQuantizer(nn.Module):
+class DualUniformQuantizer(Quantizer):
     """Per-row dual-uniform weight quantizer over a shared outlier/non-outlier column split.
 
     Args:
@@ -59,29 +59,14 @@ class DualUniformQuantizer(nn.Module):
         name: the layer, for error messages.
     """
 
+    PARAMS = ('outlier_mask', 'scale_out', 'zero_out', 'scale_in', 'zero_in')
+
     def __init__(self, bits: int, percentiles, k_from: str = "dout", k_divisor: int = 20, tail: float = 0.01,
                  name: str = "") -> None:
-        super().__init__()
-        self.bits = check_bits(bits)
-        self.percentiles = tuple(float(p) for p in percentiles)
+        super().__init__(bits, percentiles, name, "weight")
         check(k_from in ("dout", "din"), f"k_from must be 'dout' or 'din', got {k_from!r}")
         self.k_from, self.k_divisor, self.tail = k_from, int(k_divisor), float(tail)
-        self.name = name
-        self.role = "weight"
         self.granularity = "dual"
-        for buf in ("outlier_mask", "scale_out", "zero_out", "scale_in", "zero_in"):
-            self.register_buffer(buf, None)
-
-    @property
-    def calibrated(self) -> bool:
-        return self.outlier_mask is not None
-
-    def describe(self) -> str:
-        return f"weight quantizer for {self.name or '<unnamed>'}"
-
-    def reset(self) -> None:
-        for buf in ("outlier_mask", "scale_out", "zero_out", "scale_in", "zero_in"):
-            setattr(self, buf, None)
 
     def num_outliers(self, dout: int, din: int) -> int:
         """K for a ``dout × din`` weight."""
@@ -115,11 +100,6 @@ class DualUniformQuantizer(nn.Module):
         (self.scale_out, self.zero_out), (self.scale_in, self.zero_in) = params
         return self
 
-    def _require(self) -> None:
-        if self.outlier_mask is None:
-            raise RoundlabError(f"{self.describe()} is not calibrated; call .calibrate(layer.weight) "
-                                "(or roundlab.quant.calibrate_weights(model)) first")
-
     def element_grid(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-element ``(scale, zero)``, each ``[Dout, Din]``: the outlier pair on 𝒪 columns, the other on 𝒩."""
         self._require()
@@ -135,9 +115,8 @@ class DualUniformQuantizer(nn.Module):
         return fake_quant(W, scale.to(W.dtype), zero.to(W.dtype), self.bits, mode)
 
     def forward(self, W: torch.Tensor) -> torch.Tensor:
-        return self.quantize(W)
+        return self.quantize(W)                  # weights are calibrated explicitly, never on the first batch
 
     def extra_repr(self) -> str:
-        state = "calibrated" if self.calibrated else "uncalibrated"
         return (f"bits={self.bits}, dual-uniform, K from {self.k_from}/{self.k_divisor}, tail={self.tail}, "
-                f"{state}, name={self.name!r}")
+                f"{self._state()}, name={self.name!r}")

@@ -13,9 +13,9 @@ so the representable values are ``{0} ∪ {s · 2^(-k/2) : k = 0 .. 2^b - 1}``; 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from roundlab.errors import RoundlabError, check
+from roundlab.errors import check
+from roundlab.quant.base import Quantizer
 from roundlab.quant.grid import check_bits
 from roundlab.quant.quantile import OrderStatistics
 from roundlab.quant.uniform import check_finite, work_dtype
@@ -52,34 +52,13 @@ def search_log2(values: torch.Tensor, bits: int, percentiles) -> torch.Tensor:
     return best_s
 
 
-class Log2Quantizer(nn.Module):
+class Log2Quantizer(Quantizer):
     """Layer-wise log√2 quantizer (one scale for the whole tensor, all heads), for the softmax operand of attn·v."""
 
+    PARAMS = ('scale',)
+
     def __init__(self, bits: int, percentiles, name: str = "") -> None:
-        super().__init__()
-        self.bits = check_bits(bits)
-        self.percentiles = tuple(float(p) for p in percentiles)
-        self.name = name
-        self.role = "activation"
-        self.register_buffer("scale", None)
-        self.calibrating = False
-        self._seen = False
-
-    @property
-    def calibrated(self) -> bool:
-        return self.scale is not None
-
-    def describe(self) -> str:
-        return f"activation quantizer for {self.name or '<unnamed>'}"
-
-    def reset(self) -> None:
-        self.scale = None
-
-    def start_calibration(self) -> None:
-        self.calibrating, self._seen = True, False
-
-    def stop_calibration(self) -> None:
-        self.calibrating, self._seen = False, False
+        super().__init__(bits, percentiles, name, "activation")
 
     def calibrate(self, x: torch.Tensor) -> "Log2Quantizer":
         x = x.detach()
@@ -90,24 +69,13 @@ class Log2Quantizer(nn.Module):
 
     def levels(self) -> torch.Tensor:
         """The non-zero representable values (float64, descending)."""
-        if self.scale is None:
-            raise RoundlabError(f"{self.describe()} is not calibrated; "
-                                "run a forward pass inside roundlab.quant.calibration_mode(model) first")
+        self._require()
         return log2_levels(self.scale, self.bits)
 
     def quantize(self, x: torch.Tensor, mode: str = "round") -> torch.Tensor:
-        if self.scale is None:
-            raise RoundlabError(f"{self.describe()} is not calibrated; "
-                                "run a forward pass inside roundlab.quant.calibration_mode(model) first")
+        self._require()
         check(mode == "round", f"{self.describe()}: the log√2 quantizer only rounds to nearest, got mode {mode!r}")
         return log2_fake_quant(x, self.scale.to(x.dtype), self.bits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.calibrating and not self._seen:
-            self.calibrate(x)
-            self._seen = True
-        return self.quantize(x)
-
     def extra_repr(self) -> str:
-        state = "calibrated" if self.calibrated else "uncalibrated"
-        return f"bits={self.bits}, log√2, {state}, name={self.name!r}"
+        return f"bits={self.bits}, log√2, {self._state()}, name={self.name!r}"

@@ -13,9 +13,9 @@ A quantizer starts uncalibrated; using it then raises :class:`~roundlab.errors.R
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from roundlab.errors import RoundlabError, check
+from roundlab.quant.base import Quantizer
 from roundlab.quant.grid import check_bits, fake_quant, levels
 from roundlab.quant.quantile import OrderStatistics
 
@@ -74,7 +74,7 @@ def check_finite(x: torch.Tensor, what: str) -> None:
     check(bool(torch.isfinite(x).all()), f"{what} saw NaN/Inf during calibration")
 
 
-class UniformQuantizer(nn.Module):
+class UniformQuantizer(Quantizer):
     """Asymmetric uniform fake-quantizer ``Q(x; s, z, rho)`` with percentile-MSE calibration.
 
     Args:
@@ -88,34 +88,16 @@ class UniformQuantizer(nn.Module):
     quantizer first calibrates itself from the first tensor it receives.
     """
 
+    PARAMS = ('scale', 'zero')
+
     def __init__(self, bits: int, percentiles, granularity: str = "tensor", name: str = "",
                  role: str = "activation") -> None:
-        super().__init__()
-        self.bits = check_bits(bits)
-        self.percentiles = tuple(float(p) for p in percentiles)
+        super().__init__(bits, percentiles, name, role)
         check(granularity in GRANULARITIES,
               f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
         self.granularity = granularity
-        self.name = name
-        self.role = role
-        self.register_buffer("scale", None)
-        self.register_buffer("zero", None)
-        self.calibrating = False
-        self._seen = False
 
     # -- state -------------------------------------------------------------------------------------------------------
-    @property
-    def calibrated(self) -> bool:
-        return self.scale is not None
-
-    def describe(self) -> str:
-        return f"{self.role} quantizer for {self.name or '<unnamed>'}"
-
-    def reset(self) -> None:
-        """Forget the calibrated parameters (the quantizer must be calibrated again before use)."""
-        self.scale = None
-        self.zero = None
-
     def set_params(self, scale: torch.Tensor, zero: torch.Tensor) -> "UniformQuantizer":
         """Set (s, z) directly (shapes as for this granularity); used by the reparameterisation (§4)."""
         scale, zero = torch.as_tensor(scale), torch.as_tensor(zero)
@@ -123,12 +105,6 @@ class UniformQuantizer(nn.Module):
               f"{self.describe()}: scale must be finite and > 0 and zero finite")
         self.scale, self.zero = scale.detach().clone(), zero.detach().clone()
         return self
-
-    def start_calibration(self) -> None:
-        self.calibrating, self._seen = True, False
-
-    def stop_calibration(self) -> None:
-        self.calibrating, self._seen = False, False
 
     # -- calibration -------------------------------------------------------------------------------------------------
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,12 +128,6 @@ class UniformQuantizer(nn.Module):
         return self
 
     # -- quantization ------------------------------------------------------------------------------------------------
-    def _require(self) -> None:
-        if self.scale is None:
-            hint = ("run a forward pass inside roundlab.quant.calibration_mode(model) first" if self.role == "activation"
-                    else "call .calibrate(layer.weight) (or roundlab.quant.calibrate_weights(model)) first")
-            raise RoundlabError(f"{self.describe()} is not calibrated; {hint}")
-
     def element_grid(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scale, zero)``: 0-d (tensor), ``[C]`` (channel) or ``[R, 1]`` (row; broadcastable to the 2-D view)."""
         self._require()
@@ -179,12 +149,5 @@ class UniformQuantizer(nn.Module):
                                 f"got a tensor of shape {tuple(x.shape)}")
         return fake_quant(x.reshape(x.shape[0], -1), s, z, self.bits, mode).reshape(x.shape)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.calibrating and not self._seen:
-            self.calibrate(x)
-            self._seen = True
-        return self.quantize(x)
-
     def extra_repr(self) -> str:
-        state = "calibrated" if self.calibrated else "uncalibrated"
-        return f"bits={self.bits}, granularity={self.granularity}, {state}, name={self.name!r}"
+        return f"bits={self.bits}, granularity={self.granularity}, {self._state()}, name={self.name!r}"
