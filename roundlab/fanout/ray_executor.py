@@ -3,7 +3,9 @@
 Set ``RAY_ADDRESS`` (e.g. ``auto`` on a cluster node, or ``ray://head:10001``) to join a cluster; without it Ray
 starts a local instance with ``workers`` CPUs. A worker death is retried by Ray itself (``max_retries``) and
 reported as ``"died"`` once those are spent; a task past ``task_timeout`` is force-cancelled (its worker killed).
-At most ``workers`` tasks are in flight, so a task's clock starts when it is submitted to a free slot.
+At most ``workers`` tasks are in flight, so a task's clock starts when it is submitted to a free slot; the workers are
+started (and import roundlab) when the executor is built, so that start-up is not charged to the first tasks. A
+retried task's worker starts afresh, so keep ``task_timeout`` well above a worker's start-up time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def _call(blob: bytes) -> bytes:
     torch.set_num_threads(1)
     fn, payload = pickle.loads(blob)
     return pickle.dumps(fn(payload), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _warm_up(_) -> None:
+    import roundlab.solvers  # noqa: F401
 
 
 @register_executor("ray")
@@ -50,6 +56,8 @@ class RayExecutor(Executor):
             ray.init(**kwargs)
             self._started_here = True
         self._remote = ray.remote(num_cpus=1, max_retries=retries)(_call)
+        # start the workers now (each imports torch and roundlab once), so task clocks do not include start-up
+        ray.get([self._remote.remote(pickle.dumps((_warm_up, None))) for _ in range(workers)])
 
     def run(self, fn, payloads):
         ray = self.ray
