@@ -10,6 +10,7 @@ The pipeline builds this from ``ERQConfig`` (``executor``, ``workers``, ``chunk_
 """
 
 from roundlab.fanout.executors import Executor, Outcome, get_executor, list_executors, register_executor
+from roundlab.fanout import ray_executor  # noqa: F401,E402  registers "ray" (imports Ray only when one is built)
 from roundlab.fanout.fanned import FannedSolver, FanoutConfig, task_key
 from roundlab.fanout.store import Answer, ResultStore
 

@@ -114,12 +114,11 @@ def register_executor(name: str):
 
 
 def list_executors() -> list[str]:
-    return sorted(_EXECUTORS)
+    """Registered executor names, in registration order (serial, process, ray, then any plugin)."""
+    return list(_EXECUTORS)
 
 
 def get_executor(name: str, **options) -> Executor:
-    if name == "ray" and "ray" not in _EXECUTORS:
-        from roundlab.fanout import ray_executor  # noqa: F401  registers "ray"
     try:
         cls = _EXECUTORS[name]
     except KeyError:

@@ -30,13 +30,12 @@ import torch
 
 import roundlab
 from roundlab.errors import RoundlabError
-from roundlab.fanout.executors import Executor, check_options, get_executor
+from roundlab.fanout.executors import Executor, check_options, get_executor, list_executors
 from roundlab.fanout.store import Answer, ResultStore
 from roundlab.problem import RoundingProblem, Status
 from roundlab.solvers.base import CODE, Solution, Solver
 
 ON_ERROR = ("raise", "fallback")
-EXECUTORS = ("serial", "process", "ray")
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class FanoutConfig:
     on_error: str = "raise"
 
     def __post_init__(self):
-        if self.executor not in EXECUTORS:
-            raise RoundlabError(f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
+        if self.executor not in list_executors():
+            raise RoundlabError(f"unknown executor {self.executor!r}; choose one of {', '.join(list_executors())}")
         if self.chunk_rows is not None and (not isinstance(self.chunk_rows, int) or isinstance(self.chunk_rows, bool)
                                             or self.chunk_rows < 1):
             raise RoundlabError(f"chunk_rows must be a positive integer or None, got {self.chunk_rows!r}")
@@ -117,7 +116,7 @@ def solve_task(payload) -> dict:
     res = solver(problem, init=init)
     return {"delta": res.delta.cpu(), "status": torch.tensor([CODE[s] for s in res.status], dtype=torch.long),
             "bound": res.bound.cpu(), "iterations": res.iterations.cpu(), "row_time": res.row_time.cpu(),
-            "fallback": res.fallback.cpu(), "time": res.time}
+            "fallback": res.fallback.cpu()}
 
 
 def _fallback_answer(problem: RoundingProblem, outcome: str, reason: str, meta: dict) -> Answer:

@@ -105,8 +105,8 @@ def _peak_memory_mb(device: str) -> dict:
 def check_finite_parameters(model: torch.nn.Module) -> None:
     """One clear error naming the first parameter or buffer that holds NaN/Inf (a damaged checkpoint)."""
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = ~torch.isfinite(t.detach())
+        bad = ~torch.isfinite(t.detach()) if t.is_floating_point() else None
+        if bad is not None and bool(bad.any()):
             first = [int(i) for i in bad.nonzero()[0]]
             raise RoundlabError(f"model parameter {name} holds {int(bad.sum())} NaN/Inf value(s) (first at {first}); "
                                 f"the checkpoint is damaged")
