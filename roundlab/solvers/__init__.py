@@ -17,7 +17,7 @@ from roundlab.solvers.base import Solution, Solver, SolverConfig
 from roundlab.solvers.registry import get_solver, list_solvers, register_solver, solver_class, unregister_solver
 
 # Built-in solvers register themselves on import (none of these modules imports an optional package at load time).
-from roundlab.solvers import nearest, rr, greedy, tabu, gptq, adaround, brute, miqp, faulty  # noqa: E402,F401  isort: skip
+from roundlab.solvers import nearest, rr, greedy, tabu, gptq, adaround, brute, miqp, bnb, faulty  # noqa: E402,F401  isort: skip
 
 __all__ = ["Solution", "Solver", "SolverConfig", "get_solver", "list_solvers", "register_solver", "solver_class",
            "unregister_solver"]

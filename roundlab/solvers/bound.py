@@ -175,8 +175,19 @@ def _sdp_u(rows: _Rows, solver: str | None) -> torch.Tensor:
     return out.to(p.device)
 
 
-def _mixing_bound(rows: _Rows, sweeps: int, seed: int, safety: float) -> torch.Tensor:
-    """Shor's SDP by the mixing method, certified through ``λ_min(C − diag y)`` (see the module docstring)."""
+@dataclass
+class _Shor:
+    """Shor's SDP in the ±1 form ``min ⟨C, Y⟩`` solved by the mixing method: ``C`` (R, n, n), the dual estimate
+    ``y`` (R, n), the constant ``K`` and the per-row ``scale`` the x-space data was divided by."""
+
+    C: torch.Tensor
+    y: torch.Tensor
+    K: torch.Tensor
+    scale: torch.Tensor
+
+
+def _mixing_dual(rows: _Rows, sweeps: int, seed: int) -> _Shor:
+    """Shor's SDP by the mixing method (see the module docstring); returns the dual estimate ``y_i = (CY)_ii``."""
     import math
 
     p = rows.p
@@ -214,10 +225,29 @@ def _mixing_bound(rows: _Rows, sweeps: int, seed: int, safety: float) -> torch.T
         prev = primal
     CV = torch.bmm(C, V)
     y = (CV * V).sum(2)
-    ev = torch.linalg.eigvalsh(C - torch.diag_embed(y))
+    return _Shor(C, y, K, scale)
+
+
+def _mixing_bound(rows: _Rows, sweeps: int, seed: int, safety: float) -> torch.Tensor:
+    """Shor's SDP by the mixing method, certified through ``λ_min(C − diag y)`` (see the module docstring)."""
+    sh = _mixing_dual(rows, sweeps, seed)
+    n = sh.C.shape[-1]
+    ev = torch.linalg.eigvalsh(sh.C - torch.diag_embed(sh.y))
     lam = ev[:, 0] - 1e-12 * n * ev.abs().amax(1)                           # eigenvalue error margin
-    bound = (K + y.sum(1) + n * lam) * scale - safety * f0
-    return torch.minimum(bound, f0).clamp_min(0.0)
+    bound = (sh.K + sh.y.sum(1) + n * lam) * sh.scale - safety * rows.f0
+    return torch.minimum(bound, rows.f0).clamp_min(0.0)
+
+
+def shor_multipliers(problem: RoundingProblem, sweeps: int = 200, seed: int = 0) -> torch.Tensor:
+    """Per row, Shor's dual multipliers ``u`` (R, d) in flip space (``x_j² = x_j``), from the mixing method.
+
+    With ``Δ`` the step between an element's two candidates, ``L(x) = f + (c + u)ᵀx + xᵀ(Q − diag u)x`` on
+    {0,1}^d for any ``u``; Shor's ``u`` makes ``Q − diag u`` (nearly) PSD with the largest unconstrained minimum.
+    ``u_j`` does not depend on which candidate ``x_j = 0`` stands for, so these serve any reference point.
+    The values are estimates: whoever uses them must make ``Q − diag u`` positive definite itself (``qcr.py``).
+    """
+    sh = _mixing_dual(_Rows(problem), sweeps, seed)
+    return 4 * sh.y[:, 1:] * sh.scale[:, None]
 
 
 def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 2000, tol: float = 1e-7,

@@ -19,8 +19,9 @@ point 0.8% above the optimum "Optimal"; SOLVERS.md) and the warm start scores ex
   ``r_j = Σ_n A_nj e_n``) and ``x_j r_j`` is linearised exactly with Glover's bounds. The problem must carry ``X``.
 
 Backends (:data:`BACKENDS`): ``cbc``, ``highs``, ``scip`` through PuLP (``PULP_CBC_CMD``, ``HiGHS`` via highspy,
-``SCIP_PY`` via pyscipopt), and ``cvxpy-scip``, a native MIQP (convex quadratic objective with boolean variables;
-ignores ``linearization``). All run with relative and absolute gap 0, a per-row ``time_limit``, ``threads``, and the
+``SCIP_PY`` via pyscipopt), ``cvxpy-scip``, a native MIQP (convex quadratic objective with boolean variables;
+ignores ``linearization``), and ``gurobi`` (gurobipy, optional: a native binary QP, warm-started; the pip
+licence's 2000-variable limit covers every row here, a larger model is one clear error). All run with relative and absolute gap 0, a per-row ``time_limit``, ``threads``, and the
 warm start passed where the backend takes one (CBC and SCIP through PuLP's ``warmStart``; HiGHS via
 ``setSolution``; cvxpy's SCIP interface has none).
 
@@ -329,12 +330,58 @@ class _CvxpySCIP:
         return BackendResult(vals, str(raw), raw == "optimal", raw == "timelimit", bound, nodes)
 
 
+class _Gurobi:
+    """gurobipy: the quadratic objective as a native binary QP (samples: continuous residuals, a sum of squares),
+    warm-started at the warm start (``x = 0``). The pip licence solves models up to 2000 variables/constraints."""
+
+    requires = ("gurobipy",)
+    native = True
+    linearization = "native"
+    bound_tol = 1e-7                  # Gurobi's optimality/feasibility tolerances on an O(1) objective
+
+    def available(self) -> bool:
+        import importlib.util
+        return importlib.util.find_spec("gurobipy") is not None
+
+    def solve(self, data: RowData, cfg, objective: str, linearization: str) -> BackendResult:
+        import gurobipy as gp
+        from gurobipy import GRB
+
+        try:
+            with gp.Env(empty=True) as env:
+                env.setParam("OutputFlag", int(cfg.msg))
+                env.start()
+                with gp.Model("rounding", env=env) as m:
+                    m.Params.TimeLimit = float(cfg.time_limit)
+                    m.Params.MIPGap = 0.0
+                    m.Params.MIPGapAbs = 0.0
+                    m.Params.Threads = int(cfg.threads)
+                    x = m.addMVar(data.k, vtype=GRB.BINARY, name="x")
+                    x.Start = np.zeros(data.k)
+                    if objective == "proxy":
+                        m.setObjective(x @ data.Q @ x + data.c_lin @ x + 1.0, GRB.MINIMIZE)
+                    else:
+                        e = m.addMVar(data.a.shape[0], lb=-GRB.INFINITY, name="e")
+                        m.addConstr(e - data.A @ x == data.a)
+                        m.setObjective(e @ e, GRB.MINIMIZE)
+                    m.optimize()
+                    st = m.Status
+                    vals = (np.asarray(x.X, dtype=float) > 0.5).astype(float) if m.SolCount > 0 else None
+                    bound = float(m.ObjBound) if np.isfinite(m.ObjBound) else None
+                    raw = {GRB.OPTIMAL: "optimal", GRB.TIME_LIMIT: "time_limit"}.get(st, f"status {st}")
+                    return BackendResult(vals, raw, st == GRB.OPTIMAL, st == GRB.TIME_LIMIT, bound,
+                                         int(m.NodeCount))
+        except gp.GurobiError as e:
+            raise RoundlabError(f"miqp backend 'gurobi' failed on a {data.k}-variable row: {e}") from None
+
+
 #: Backend name → implementation (a map, not an if-chain); third parties may add entries.
 BACKENDS: dict[str, object] = {
     "cbc": _CBC(),
     "highs": _HiGHS(),
     "scip": _SCIP(),
     "cvxpy-scip": _CvxpySCIP(),
+    "gurobi": _Gurobi(),
 }
 
 
@@ -345,7 +392,7 @@ def available_backends() -> list[str]:
 # --------------------------------------------------------------------------------------------------- solver
 @dataclass(frozen=True)
 class MiqpConfig(SolverConfig):
-    backend: str = "cvxpy-scip"       # see BACKENDS: cbc | highs | scip (PuLP) | cvxpy-scip (native)
+    backend: str = "cvxpy-scip"       # see BACKENDS: cbc | highs | scip (PuLP) | cvxpy-scip | gurobi (native)
     objective: str = "proxy"          # "proxy" (from M) | "samples" (from the N samples; the problem must carry X)
     linearization: str = "auto"       # "fortet" | "glover" | "auto" (the backend's faster one up to fortet_max_d)
     fortet_max_d: int = 64

@@ -20,7 +20,7 @@ def _backend(name):
 
 
 PULP = [_backend(b) for b in ("cbc", "highs", "scip")]
-ALL = PULP + [_backend("cvxpy-scip")]
+ALL = PULP + [_backend("cvxpy-scip"), _backend("gurobi")]
 
 
 def _check_optimal(res, opt):

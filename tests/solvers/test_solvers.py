@@ -15,7 +15,7 @@ from .cases import ALL_CASES, case, optimum
 FAST = {"adaround": {"iters": 300}, "miqp": {"backend": "highs" if "highs" in available_backends() else "cbc",
                                              "warm_start": None}}
 #: Solvers that start from round-to-nearest (or init) and promise never to end worse than that start.
-FROM_START = {"rr", "greedy", "tabu", "adaround", "gptq", "miqp"}
+FROM_START = {"rr", "greedy", "tabu", "adaround", "gptq", "miqp", "bnb"}
 SOLVERS = list_solvers(available_only=True)
 
 
