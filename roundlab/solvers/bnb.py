@@ -3,7 +3,8 @@
 Per row (free elements only), around the warm start ``δ⁰`` (``init``, else the ``warm_start`` solver's answer,
 default ``tabu``): the objective is written as several *convex* forms that agree with ``δMδᵀ`` on every rounding
 (``qcr.py``: the plain Cholesky form, ``u = 0``, and the quadratic convex reformulation with Shor's SDP multipliers,
-computed batched by the mixing method of ``bound.py``), and a depth-first Schnorr–Euchner enumeration
+computed batched by the mixing method of ``bound.py``, for the whole row and re-fitted to the subproblems left deeper
+in the search), and a depth-first Schnorr–Euchner enumeration
 (``bnb_kernel.py``, compiled by numba where installed) fixes one element at a time — the best-determined first
 (V-BLAST order) — pruning a node when the largest of its forms' partial-sum bounds reaches the incumbent.
 
@@ -24,7 +25,6 @@ from tqdm.auto import tqdm
 
 from roundlab.errors import RoundlabError
 from roundlab.problem import F64, RoundingProblem, Status
-from roundlab.solvers import bnb_kernel as kernel
 from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_bool, check_choice, check_float, check_int,
                                    check_start, seeded_start)
 from roundlab.solvers.bound import shor_multipliers
@@ -42,7 +42,7 @@ class BnbConfig(SolverConfig):
     shor_min_free: int = 12
     sweeps: int = 300                 # mixing-method sweeps for Shor's multipliers
     order: str = "vblast"             # "vblast" (best-determined first) | "natural"
-    refit: tuple = (0.5,)             # also fit Shor's multipliers to the subproblem left when this share is free
+    refit: tuple = (0.6, 0.3)         # also fit Shor's multipliers to the subproblems left when these shares are free
     progress: bool = False            # a progress bar over rows
     check_every: int = 20000          # nodes between wall-clock checks
 
@@ -73,6 +73,8 @@ class RowOutcome:
 
 def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig) -> RowOutcome:
     """Branch and bound on one row in ``order``; returns the best flips and what was proven."""
+    from roundlab.solvers import bnb_kernel as kernel     # numba (optional) loads on first use, not on import
+
     forms = build_forms(qp, multipliers, order)
     st = kernel.new_state(len(forms.names), qp.k, forms.root_bound)
     st["ub"][0] = qp.f0
@@ -181,6 +183,8 @@ class BranchAndBound(Solver):
             if not out.closed:
                 codes[r] = CODE[Status.TIME_LIMIT]
             row_time[r] = time.perf_counter() - t0
-        info = {"compiled": kernel.COMPILED, "nodes": int(nodes.sum()),
+        from roundlab.solvers.bnb_kernel import COMPILED
+
+        info = {"compiled": COMPILED, "nodes": int(nodes.sum()),
                 "warm_start": "init" if init is not None else (cfg.warm_start or "nearest")}
         return Solution(delta, codes, bound=bound, iterations=nodes, row_time=row_time, info=info)

@@ -149,9 +149,13 @@ def build_forms(qp: RowQP, multipliers: dict[str, tuple], order: np.ndarray, *, 
         mismatch = float(np.abs(vals - truth).max())
         if mismatch > max_mismatch * scale:
             continue                                               # too ill-conditioned to be trusted
-        magnitude = abs(const) + float((np.abs(R) @ np.maximum(np.abs(ctr), np.abs(1 - ctr))) @
-                                       (np.abs(R) @ np.maximum(np.abs(ctr), np.abs(1 - ctr))))
-        slack = max(10 * mismatch, 1e-13 * (k + 1) * (magnitude + scale))
+        # Round-off of const + Σ_l a_l², a_l = R_l·(x − ctr): |δa_l| ≤ (k+1)·eps·s_l with s_l = Σ_j |R_lj||x_j − ctr_j|,
+        # so the sum is off by ≤ 2(k+1)·eps·‖a‖·‖s‖ + (k+1)·eps·|const|, where ‖a‖² ≤ f⁰ − const wherever a node
+        # can still beat the incumbent. Ten times that, or ten times the mismatch seen at the check points.
+        s_l = np.abs(R) @ np.maximum(np.abs(ctr), np.abs(1 - ctr))
+        eps = np.finfo(float).eps * (k + 1)
+        bound = 2 * eps * np.sqrt((scale + abs(const)) * float(s_l @ s_l)) + eps * (abs(const) + scale)
+        slack = 10 * max(mismatch, bound)
         Rs.append(R)
         ctrs.append(ctr)
         consts.append(const)

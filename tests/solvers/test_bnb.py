@@ -165,3 +165,52 @@ def test_leaf_values_match_the_objective_on_ill_conditioned_rows():
     res = get_solver("bnb")(p)
     torch.testing.assert_close(res.objective, opt, rtol=1e-9, atol=1e-30)
     assert np.all([s is Status.OPTIMAL for s in res.status])
+
+
+_KILL_TARGET = """
+import sys, torch
+from roundlab.fanout import FannedSolver, ResultStore
+from roundlab.solvers import get_solver
+from roundlab.solvers.synthetic import vit_like_problem
+torch.set_num_threads(1)
+p = vit_like_problem(48, 30, seed=21)
+s = FannedSolver(get_solver("bnb"), store=ResultStore(sys.argv[1]), chunk_rows=2)
+res = s(p)
+torch.save({"delta": res.delta, "solved": s.report()["tasks_solved"]}, sys.argv[2])
+"""
+
+
+def test_a_bnb_run_sigkilled_mid_way_resumes_with_identical_answers(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "s.sqlite"
+
+    def answers():
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
+                return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_TARGET, str(store), str(tmp_path / "a.pt")],
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and answers() < 6:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    recorded = answers()
+    assert 0 < recorded < 24, "the run must be killed after some but not all of its 24 tasks"
+    done = subprocess.run([sys.executable, "-c", _KILL_TARGET, str(store), str(tmp_path / "b.pt")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = torch.load(tmp_path / "b.pt", weights_only=True)
+    clean = get_solver("bnb")(vit_like_problem(48, 30, seed=21))
+    assert torch.equal(resumed["delta"], clean.delta)
+    assert resumed["solved"] == 24 - recorded
