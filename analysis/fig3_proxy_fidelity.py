@@ -308,9 +308,13 @@ def main(argv=None):
 
         cache = cache.with_name(cache.stem + "-L" + hashlib.sha1(",".join(args.layers).encode()).hexdigest()[:8] +
                                 cache.suffix)
+    data = None
     if cache.exists():
-        data = torch.load(cache, weights_only=False)
-    else:
+        try:    # never unpickle code from the run tree: tensors and plain values only
+            data = torch.load(cache, weights_only=True)
+        except Exception as e:  # damaged, foreign or crafted: recomputed and replaced
+            common.log(f"ignoring the cache {cache.name} ({type(e).__name__}); recomputing")
+    if data is None:
         t0 = time.perf_counter()
         data = compute(args, cfg)
         data["timing"]["compute_s"] = time.perf_counter() - t0

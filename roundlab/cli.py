@@ -139,8 +139,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's one-line errors (subcommand parsers inherit the class)."""
+
+    def error(self, message):
+        self.exit(2, f"roundlab: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roundlab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="roundlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quantize", help="run ERQ (or a baseline) on a model and print a results table")

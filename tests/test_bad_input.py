@@ -13,6 +13,9 @@
 |                                                 | or fallback recorded (opt-in)      |                                   |
 | solver exceeds task_timeout                     | fallback recorded and reported     | tests/fanout/test_fanned.py       |
 | worker killed mid-solve                         | retried, then fallback recorded    | tests/fanout/test_executors.py    |
+| λ = inf, seed < 0, device 'banana' / 'cuda:7'   | error before any loading           | here                              |
+| --quant-opt of a run field (wbits=8 under W4)   | error: set it with its own flag    | here                              |
+| crafted or damaged FP-logit cache file          | never unpickled; recomputed        | here                              |
 """
 
 import sys
@@ -107,3 +110,52 @@ def test_fallback_policy_finishes_and_reports_every_fallback(tmp_path):
     assert f"FALLBACKS: {fanout['fallback_rows']} rounding rows" in format_report(records)
     # the rows' status says fallback too, except rows with nothing to choose (lo == hi), which are optimal anyway
     assert 0 < sum(r["wqer"]["status"].get("fallback", 0) for r in records) <= fanout["fallback_rows"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(lam=float("inf")), r"^lam must be a number >= 0 and finite, got inf$"),
+    (dict(seed=-1), r"^seed must be an integer in \[0, 2\*\*63\), got -1$"),
+    (dict(device="banana"), r"^unknown device 'banana'; use cpu, cuda or cuda:N$"),
+    (dict(quant_options={"wbits": 8}), r"^quant option\(s\) \['wbits'\] are fields of the run itself; set them with "
+                                       r"--wbits, not --quant-opt$"),
+])
+def test_bad_run_fields_are_one_error_before_anything_loads(kw, match):
+    with pytest.raises(RoundlabError, match=match):
+        _cfg(**kw)
+
+
+def test_a_cuda_device_this_machine_lacks_is_one_error():
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(RoundlabError, match=r"^device 'cuda:7': "):
+        if n > 7:
+            pytest.skip("this machine has a cuda:7")
+        _cfg(device="cuda:7")
+
+
+class _Payload:
+    """Unpickling this runs code (writes the marker file): what a crafted cache file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+def test_the_fp_logit_cache_is_never_unpickled_and_a_bad_one_is_recomputed(tmp_path, capsys):
+    from roundlab.pipeline.run import _fp_reference
+
+    model = tiny_model("vit")
+    test = (IMAGES, torch.tensor([0, 1, 2, 3]))
+    cfg = _cfg()
+    metrics, logits = _fp_reference(model, test, cfg, tmp_path)
+    (cache,) = list(tmp_path.glob("*.pt"))
+    marker = tmp_path / "marker"
+    torch.save({"metrics": _Payload(marker), "logits": logits}, cache)          # crafted
+    again, again_logits = _fp_reference(model, test, cfg, tmp_path)
+    assert not marker.exists(), "the cache file was unpickled with code execution"
+    assert again == metrics and torch.equal(again_logits, logits)
+    assert "ignoring the FP-logit cache" in capsys.readouterr().err
+    cache.write_bytes(b"not a torch file")                                     # damaged
+    assert _fp_reference(model, test, cfg, tmp_path)[0] == metrics
+    assert torch.load(cache, weights_only=True)["metrics"] == metrics            # replaced by a good one

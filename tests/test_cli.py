@@ -32,6 +32,28 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["quantize", "--wbits", "four"], "argument --wbits: invalid int value: 'four'"),
+    (["quantize", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["no-such-command"], "invalid choice: 'no-such-command'"),
+    (["quantize", "--seed", "-1"], "seed must be an integer in [0, 2**63), got -1"),
+    (["quantize", "--lam", "inf"], "lam must be a number >= 0 and finite, got inf"),
+    (["quantize", "--device", "banana"], "unknown device 'banana'"),
+    (["quantize", "--quant-opt", "wbits=8"], "set them with --wbits, not --quant-opt"),
+])
+def test_argparse_and_config_errors_are_one_line_and_exit_2(args, message, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    try:
+        code = main([*args, "--run-dir", str(run_dir), "--quiet"] if args[0] == "quantize" else args)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("roundlab: error: "), err
+    assert message in err
+    assert not run_dir.exists()
+
+
 def test_nan_activations_are_one_clear_error():
     from timm.models.vision_transformer import VisionTransformer
 

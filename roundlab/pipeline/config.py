@@ -7,6 +7,7 @@ described completely by its :class:`ERQConfig`.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -84,8 +85,18 @@ class ERQConfig:
         _one_of("partition", self.partition, PARTITIONS)
         _one_of("data_flow", self.data_flow, DATA_FLOWS)
         _one_of("records", self.records, RECORDS)
-        if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
-            raise RoundlabError(f"lam must be a number >= 0, got {self.lam!r}")
+        if not (isinstance(self.lam, (int, float)) and not isinstance(self.lam, bool) and math.isfinite(self.lam)
+                and self.lam >= 0):
+            raise RoundlabError(f"lam must be a number >= 0 and finite, got {self.lam!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 63:
+            raise RoundlabError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if not isinstance(self.quant_options, dict) or not isinstance(self.solver_options, dict):
+            raise RoundlabError("quant_options and solver_options must be dicts of option: value")
+        shadowed = sorted(set(self.quant_options) & {f.name for f in fields(self)})
+        if shadowed:    # the run's name, table and digest would show the field, the model the override
+            raise RoundlabError(f"quant option(s) {shadowed} are fields of the run itself; set them with "
+                                f"{', '.join('--' + k.replace('_', '-') for k in shadowed)}, not --quant-opt")
+        check_device(self.device)
         for name in ("calib_images", "heldout_images", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < (0 if name == "heldout_images" else 1):
@@ -151,6 +162,25 @@ class ERQConfig:
 NOT_DIGESTED = ("device", "batch_size", "eval_images", "executor", "workers")
 #: Fields added later, with their defaults: in the digest only when set to something else.
 LATER_FIELDS = {"chunk_rows": None, "task_timeout": None, "retries": 2, "on_solver_error": "raise"}
+
+
+def check_device(device) -> None:
+    """``device`` names a torch device that exists here (one clear error for 'banana' or a missing 'cuda:7')."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise RoundlabError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RoundlabError(f"device {device!r}: no CUDA device is available here")
+        if dev.index is not None and dev.index >= count:
+            raise RoundlabError(f"device {device!r}: this machine has {count} CUDA device(s) (cuda:0 .. "
+                                f"cuda:{count - 1})")
+    elif dev.type not in ("cpu", "mps"):
+        raise RoundlabError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
 
 
 def _one_of(name: str, value, choices) -> None:

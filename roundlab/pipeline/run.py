@@ -284,8 +284,12 @@ def _fp_reference(model, test, config: ERQConfig, cache_dir: Path) -> tuple[dict
     h.update(f"{len(test)}:{config.eval_images}:{config.dataset}:{config.data_root}".encode())
     path = cache_dir / f"{config.model}-{h.hexdigest()[:16]}.pt"
     if path.exists():
-        saved = torch.load(path, weights_only=False)
-        return saved["metrics"], saved["logits"]
+        try:    # never unpickle code from the run tree: tensors and plain values only
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            return saved["metrics"], saved["logits"]
+        except Exception as e:  # damaged, foreign or crafted: recomputed and replaced below
+            print(f"roundlab: warning: ignoring the FP-logit cache {path} ({type(e).__name__}); recomputing",
+                  file=sys.stderr)
     out = evaluate(model, test, batch_size=config.batch_size, device=config.device, return_logits=True)
     logits = out.pop("logits")
     out.update(agreement=1.0, kl=0.0)
