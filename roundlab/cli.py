@@ -100,10 +100,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for run_dir in args.run_dirs:
         path = Path(run_dir) / "records.jsonl"
-        if not path.exists():
+        if not path.is_file():
             raise RoundlabError(f"no records.jsonl in {run_dir} (a run directory of `roundlab quantize`)")
-        latest = {r["layer"]: r for r in RecordWriter(path).read()}
-        print(f"== {run_dir}")
+        try:
+            records = RecordWriter(path).read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RoundlabError(f"{path} cannot be read ({type(e).__name__}); is it a roundlab run?") from None
+        latest = {r["layer"]: r for r in records if isinstance(r, dict) and isinstance(r.get("layer"), str)
+                  and isinstance(r.get("kind"), str)}
+        if len(latest) < len(records) and not latest:
+            raise RoundlabError(f"{path} holds no roundlab layer records")
+        print(f"== {run_dir}" + ("" if (Path(run_dir) / "result.json").exists() else
+                                 f"  (PARTIAL: {len(latest)} layer(s) finished, no result.json yet)"))
         print(format_report(list(latest.values())))
     return 0
 

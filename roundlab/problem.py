@@ -67,6 +67,28 @@ def _as_float_tensor(x, what: str) -> torch.Tensor:
     return x
 
 
+def _real_float(x, what: str) -> torch.Tensor:
+    """``x`` as a tensor that is real floating point (complex, integer and boolean data are refused, not cast)."""
+    t = x if isinstance(x, torch.Tensor) else _as_float_tensor(x, what)
+    if t.is_complex() or not t.is_floating_point():
+        raise RoundlabError(f"{what} must be a real floating-point tensor, got {t.dtype}")
+    return t
+
+
+#: Relative tolerance of the PSD check: λ_min(M) ≥ −PSD_RTOL · λ_max(M) (round-off of a float32 Gram matrix).
+PSD_RTOL = 1e-6
+
+
+def _check_psd(M: torch.Tensor) -> None:
+    """``M`` is positive semidefinite within :data:`PSD_RTOL` (the objective is a sum of squares only then)."""
+    ev = torch.linalg.eigvalsh(M)
+    top = ev[..., -1].abs().clamp_min(1e-300)
+    worst = float((ev[..., 0] / top).min())
+    if worst < -PSD_RTOL:
+        raise RoundlabError(f"M is not positive semidefinite (λ_min/λ_max = {worst:.3g}); a Gram matrix X̄ᵀX̄/N "
+                            f"is. Pass check_psd=False only for a solver that handles an indefinite M")
+
+
 def _check_finite(x: torch.Tensor, what: str) -> None:
     if not bool(torch.isfinite(x).all()):
         raise RoundlabError(f"{what} contains NaN or infinite values")
@@ -101,7 +123,7 @@ class RoundingProblem:
     def __init__(self, lo: torch.Tensor, hi: torch.Tensor, *, M: torch.Tensor | None = None,
                  X: torch.Tensor | None = None, w: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                  zero: torch.Tensor | None = None, bits: int | None = None, q_lo: torch.Tensor | None = None,
-                 q_hi: torch.Tensor | None = None):
+                 q_hi: torch.Tensor | None = None, check_psd: bool = True):
         lo = _as_float_tensor(lo, "lo")
         hi = _as_float_tensor(hi, "hi")
         if lo.dim() != 2 or lo.shape != hi.shape:
@@ -120,27 +142,29 @@ class RoundingProblem:
             raise RoundlabError("give exactly one of M (proxy objective, d×d Gram matrix) or X (samples, N×d)")
         self.X = None
         if X is not None:
-            X = _as_float_tensor(X, "X").to(device=device, dtype=F64)
+            X = _real_float(X, "X").to(device=device, dtype=F64)
             if X.dim() not in (2, 3) or X.shape[-1] != d or (X.dim() == 3 and X.shape[0] != R) or X.shape[-2] < 1:
                 raise RoundlabError(f"X must be (N, {d}) or ({R}, N, {d}), got shape {tuple(X.shape)}")
             _check_finite(X, "X")
             self.X = X
             M = X.transpose(-1, -2) @ X / X.shape[-2]
         else:
-            M = _as_float_tensor(M, "M").to(device=device, dtype=F64)
+            M = _real_float(M, "M").to(device=device, dtype=F64)
             if M.dim() not in (2, 3) or M.shape[-2:] != (d, d) or (M.dim() == 3 and M.shape[0] != R):
                 raise RoundlabError(f"M must be ({d}, {d}) or ({R}, {d}, {d}), got shape {tuple(M.shape)}")
             _check_finite(M, "M")
             asym = (M - M.transpose(-1, -2)).abs().amax()
             if float(asym) > 1e-6 * float(M.abs().amax().clamp_min(1e-300)):
                 raise RoundlabError("M must be symmetric (a Gram matrix X̄ᵀX̄/N)")
+            if check_psd:
+                _check_psd((M + M.transpose(-1, -2)) / 2)
         self.M = (M + M.transpose(-1, -2)) / 2
         self.w, self.scale, self.zero, self.bits, self.q_lo, self.q_hi = w, scale, zero, bits, q_lo, q_hi
 
     # ----------------------------------------------------------------------------------------------- builders
     @classmethod
     def from_grid(cls, w: torch.Tensor, scale, zero, bits: int, *, M: torch.Tensor | None = None,
-                  X: torch.Tensor | None = None) -> "RoundingProblem":
+                  X: torch.Tensor | None = None, check_psd: bool = True) -> "RoundingProblem":
         """The rounding problem of weights ``w`` (R, d) on the grid ``(scale, zero, bits)``.
 
         ``scale``/``zero`` broadcast to (R, d): per row ``(R, 1)``, or per element (a dual-uniform row, whose column
@@ -165,13 +189,13 @@ class RoundingProblem:
         q_hi = fake_quant(w, scale, zero, bits, "ceil")
         w64 = w.to(F64)
         return cls(q_lo.to(F64) - w64, q_hi.to(F64) - w64, M=M, X=X, w=w, scale=scale, zero=zero, bits=bits,
-                   q_lo=q_lo, q_hi=q_hi)
+                   q_lo=q_lo, q_hi=q_hi, check_psd=check_psd)
 
     @classmethod
     def from_candidates(cls, lo: torch.Tensor, hi: torch.Tensor, *, M: torch.Tensor | None = None,
-                        X: torch.Tensor | None = None) -> "RoundingProblem":
+                        X: torch.Tensor | None = None, check_psd: bool = True) -> "RoundingProblem":
         """A problem from explicit candidates (no grid): ``δ_j ∈ {lo_j, hi_j}``."""
-        return cls(lo, hi, M=M, X=X)
+        return cls(lo, hi, M=M, X=X, check_psd=check_psd)
 
     # ----------------------------------------------------------------------------------------------- shape
     @property
@@ -290,7 +314,7 @@ class RoundingProblem:
         delta = delta.to(device=self.device, dtype=F64)
         dlo, dhi = (delta - self.lo).abs(), (delta - self.hi).abs()
         tol = rtol * torch.maximum(self.step, torch.maximum(self.lo.abs(), self.hi.abs())).clamp_min(1e-30)
-        bad = torch.minimum(dlo, dhi) > tol
+        bad = ~(torch.minimum(dlo, dhi) <= tol)                 # NaN compares False: refused, not snapped
         if bool(bad.any()):
             raise RoundlabError(f"{what} is not on the floor/ceil candidates at {int(bad.sum())} element(s)")
         return torch.where(dhi < dlo, self.hi, self.lo)

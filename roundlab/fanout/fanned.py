@@ -33,7 +33,7 @@ from roundlab.errors import RoundlabError
 from roundlab.fanout.executors import Executor, check_options, get_executor, list_executors
 from roundlab.fanout.store import Answer, ResultStore
 from roundlab.problem import RoundingProblem, Status
-from roundlab.solvers.base import CODE, Solution, Solver
+from roundlab.solvers.base import CODE, STATUSES, Solution, Solver
 
 ON_ERROR = ("raise", "fallback")
 
@@ -127,6 +127,17 @@ def _fallback_answer(problem: RoundingProblem, outcome: str, reason: str, meta: 
                   outcome=outcome, reason=reason, meta=meta)
 
 
+#: Fallback outcomes caused by the machine, not the task: solved again on the next run.
+TRANSIENT = ("timeout", "died")
+
+
+def _fits(a: Answer, problem: RoundingProblem) -> bool:
+    """A stored answer can be served for ``problem``: on its candidates, status codes in range."""
+    codes = a.status
+    return bool(((codes >= 0) & (codes < len(STATUSES))).all()) and \
+        bool(problem.on_candidates(a.delta.to(problem.device)).all())
+
+
 # --------------------------------------------------------------------------------------------------- solver
 class FannedSolver(Solver):
     """``inner`` run chunk by chunk through ``executor``; answers recorded in ``store`` (optional)."""
@@ -151,6 +162,9 @@ class FannedSolver(Solver):
         self.stats = _Stats()
 
     # looks like the wrapped solver
+    def _label(self) -> str:  # type: ignore[override]
+        return f"solver {self.inner.name!r}"
+
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.inner.name
@@ -184,6 +198,11 @@ class FannedSolver(Solver):
             key = task_key(self.inner, sub, sub_init, shared)
             keys.append(key)
             stored = self.store.get(key, sub.rows, sub.d) if self.store is not None else None
+            if stored is not None and not _fits(stored, sub):
+                self.store.discard(key, "answer off the subproblem's candidates or with invalid status codes")
+                stored = None
+            if stored is not None and stored.outcome in TRANSIENT:
+                stored = None                       # a time-out or a dead worker says nothing about the task
             if stored is not None:
                 answers[i] = stored
                 self.stats.reused(stored, self.context, call, sl)

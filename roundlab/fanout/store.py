@@ -12,8 +12,10 @@ see :func:`roundlab.fanout.fanned.task_key`), so an answer is reused only for th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS answers (
     outcome    TEXT NOT NULL,     -- ok | error | timeout | died
     reason     TEXT,              -- why a fallback was recorded (NULL when solved)
     meta       TEXT NOT NULL,     -- JSON: digest, layer, call, rows range, solver, executor, seconds
-    created    REAL NOT NULL
+    created    REAL NOT NULL,
+    checksum   TEXT               -- SHA-256 of everything above but `created` (NULL: written before checksums)
 )
 """
 
@@ -55,6 +58,18 @@ class Answer:
     outcome: str = "ok"
     reason: str | None = None
     meta: dict = field(default_factory=dict)
+
+
+_BLOBS = (("delta", np.float64), ("status", np.int64), ("bound", np.float64), ("iterations", np.int64),
+          ("row_time", np.float64), ("fallback", np.bool_))
+
+
+def _checksum(key: str, rows: int, d: int, blobs, outcome: str, reason, meta: str) -> str:
+    h = hashlib.sha256(f"{key}|{rows}|{d}|{outcome}|{reason}|{meta}".encode())
+    for b in blobs:
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
 
 
 def _blob(t: torch.Tensor, dtype) -> bytes:
@@ -76,32 +91,67 @@ class ResultStore:
             mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute(_SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(answers)")}
+            if "checksum" not in columns:                   # a store from before checksums
+                self.db.execute("ALTER TABLE answers ADD COLUMN checksum TEXT")
         except sqlite3.DatabaseError as e:
             raise RoundlabError(f"results store {self.path} cannot be opened ({e}); move it away to start over") \
                 from None
         if str(mode).lower() != "wal":
             raise RoundlabError(f"results store {self.path}: the filesystem refused WAL mode (got {mode!r})")
+        self.discarded: list[tuple[str, str]] = []         # (key, why) of answers found damaged and dropped
 
     def get(self, key: str, rows: int, d: int) -> Answer | None:
-        """The answer stored under ``key``, or None (also when its shape does not match: never a wrong answer)."""
+        """The answer stored under ``key``, or None: also when its shape does not match (never a wrong answer) and
+        when it is damaged (checksum, blob sizes) — a damaged answer is deleted, noted in ``discarded`` and
+        announced on stderr, so the caller solves the task again."""
         row = self.db.execute("SELECT rows, d, delta, status, bound, iterations, row_time, fallback, outcome, "
-                              "reason, meta FROM answers WHERE key = ?", (key,)).fetchone()
+                              "reason, meta, checksum FROM answers WHERE key = ?", (key,)).fetchone()
         if row is None or row[0] != rows or row[1] != d:
             return None
-        R = row[0]
-        return Answer(delta=_tensor(row[2], np.float64, (R, row[1])), status=_tensor(row[3], np.int64, (R,)),
-                      bound=_tensor(row[4], np.float64, (R,)), iterations=_tensor(row[5], np.int64, (R,)),
-                      row_time=_tensor(row[6], np.float64, (R,)), fallback=_tensor(row[7], np.bool_, (R,)),
-                      outcome=row[8], reason=row[9], meta=json.loads(row[10]))
+        R, blobs = row[0], row[2:8]
+        why = None
+        if row[11] is not None and row[11] != _checksum(key, R, row[1], blobs, row[8], row[9], row[10]):
+            why = "checksum mismatch"
+        elif any(not isinstance(b, bytes) or len(b) != np.dtype(t).itemsize * R * (row[1] if n == "delta" else 1)
+                 for b, (n, t) in zip(blobs, _BLOBS)):
+            why = "truncated data"
+        if why is None:
+            try:
+                meta = json.loads(row[10])
+            except (TypeError, ValueError):
+                why = "unreadable metadata"
+        if why is not None:
+            self.discard(key, why)
+            return None
+        return Answer(delta=_tensor(blobs[0], np.float64, (R, row[1])), status=_tensor(blobs[1], np.int64, (R,)),
+                      bound=_tensor(blobs[2], np.float64, (R,)), iterations=_tensor(blobs[3], np.int64, (R,)),
+                      row_time=_tensor(blobs[4], np.float64, (R,)), fallback=_tensor(blobs[5], np.bool_, (R,)),
+                      outcome=row[8], reason=row[9], meta=meta)
+
+    def discard(self, key: str, why: str) -> None:
+        """Delete a damaged answer (it is solved again) and say so."""
+        self.discarded.append((key, why))
+        print(f"roundlab: warning: results store {self.path}: answer {key[:16]} is damaged ({why}); solving that "
+              f"task again", file=sys.stderr)
+        self._write("DELETE FROM answers WHERE key = ?", (key,))
 
     def put(self, key: str, a: Answer) -> None:
         """Record ``a`` under ``key`` (one durable transaction; an existing key is replaced)."""
         R, d = a.delta.shape
-        self.db.execute(
-            "INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (key, R, d, _blob(a.delta, torch.float64), _blob(a.status, torch.int64), _blob(a.bound, torch.float64),
-             _blob(a.iterations, torch.int64), _blob(a.row_time, torch.float64), _blob(a.fallback, torch.bool),
-             a.outcome, a.reason, json.dumps(a.meta, default=str, sort_keys=True), time.time()))
+        blobs = (_blob(a.delta, torch.float64), _blob(a.status, torch.int64), _blob(a.bound, torch.float64),
+                 _blob(a.iterations, torch.int64), _blob(a.row_time, torch.float64), _blob(a.fallback, torch.bool))
+        meta = json.dumps(a.meta, default=str, sort_keys=True)
+        self._write("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (key, R, d, *blobs, a.outcome, a.reason, meta, time.time(),
+                     _checksum(key, R, d, blobs, a.outcome, a.reason, meta)))
+
+    def _write(self, sql: str, args: tuple) -> None:
+        try:
+            self.db.execute(sql, args)
+        except sqlite3.Error as e:      # disk full, read-only filesystem, a damaged file
+            raise RoundlabError(f"results store {self.path}: cannot write ({e}); what is recorded is kept — free "
+                                f"the disk or fix the file, then rerun to resume") from None
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

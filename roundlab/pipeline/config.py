@@ -97,6 +97,7 @@ class ERQConfig:
             raise RoundlabError(f"quant option(s) {shadowed} are fields of the run itself; set them with "
                                 f"{', '.join('--' + k.replace('_', '-') for k in shadowed)}, not --quant-opt")
         check_device(self.device)
+        self.quant_config()                                  # a bad quant option: one clear error, now
         for name in ("calib_images", "heldout_images", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < (0 if name == "heldout_images" else 1):

@@ -10,8 +10,8 @@ an interruption and finished layers are loaded instead of recomputed.
 from __future__ import annotations
 
 import copy
+import io
 import json
-import os
 import platform
 import resource
 import sys
@@ -24,58 +24,14 @@ import roundlab
 from roundlab.errors import RoundlabError
 from roundlab.pipeline.capture import run_capturing
 from roundlab.pipeline.config import ERQConfig
-from roundlab.pipeline.records import RecordWriter
+from roundlab.pipeline.rundir import RunState, atomic_write, check_run_dir
 from roundlab.pipeline.stages import process_layer
+from roundlab.threads import fixed_threads
 
 
 def default_run_dir(config: ERQConfig) -> Path:
     return Path("runs") / (f"{config.model}-W{config.wbits}A{config.abits}-{config.method}-{config.solver}-"
                            f"{config.digest()}")
-
-
-class RunState:
-    """The run directory: config check, finished layers, records. Writes are atomic (tmp file + rename)."""
-
-    def __init__(self, run_dir: Path, config: ERQConfig, fresh: bool):
-        self.dir = Path(run_dir)
-        self.layers = self.dir / "layers"
-        self.layers.mkdir(parents=True, exist_ok=True)
-        cfg_path = self.dir / "config.json"
-        if cfg_path.exists() and not fresh:
-            old = json.loads(cfg_path.read_text())
-            if old.get("digest") != config.digest():
-                raise RoundlabError(f"{self.dir} holds a run with a different config (digest {old.get('digest')} "
-                                    f"!= {config.digest()}); pass --fresh or another --run-dir")
-        if fresh:
-            for p in self.layers.glob("*.pt"):
-                p.unlink()
-            (self.dir / "records.jsonl").unlink(missing_ok=True)
-        _atomic_write(cfg_path, json.dumps({"digest": config.digest(), "config": config.to_dict()}, indent=2))
-        self.records = RecordWriter(self.dir / "records.jsonl")
-
-    def path(self, name: str) -> Path:
-        return self.layers / f"{name}.pt"
-
-    def done(self, name: str) -> bool:
-        return self.path(name).exists()
-
-    def save(self, name: str, state: dict, record: dict) -> None:
-        tmp = self.path(name).with_suffix(".tmp")
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-        self.records.append(record)
-        tmp.replace(self.path(name))
-
-    def load(self, name: str) -> dict:
-        return torch.load(self.path(name), map_location="cpu", weights_only=True)
-
-    def finished_records(self) -> dict[str, dict]:
-        return {r["layer"]: r for r in self.records.read()}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _write_layer(layer, state: dict, final: bool) -> None:
@@ -197,8 +153,9 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
             solver.set_context(layer=name)
             n_fallbacks = len(solver.stats.fallbacks)
             try:
-                record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
-                                                  on_problem=on_problem)
+                with fixed_threads(1):      # persisted numbers independent of the thread count (threads.py)
+                    record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
+                                                      on_problem=on_problem)
             except RoundlabError as e:
                 raise RoundlabError(f"layer {name}: {e}" if name not in str(e) else str(e)) from None
             record["digest"] = config.digest()
@@ -220,16 +177,17 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
             progress: bool = True, on_problem=None) -> dict:
     """Load the model and data of ``config``, quantize, evaluate; return the result (also in ``result.json``)."""
     from roundlab.data import calibration_split, load_dataset
-    from roundlab.evaluate import evaluate
     from roundlab.zoo import load_model
 
     times: dict[str, float] = {}
     t_all = time.perf_counter()
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
+    run_dir = check_run_dir(Path(run_dir) if run_dir else default_run_dir(config))    # before anything loads
 
     t = time.perf_counter()
     model, data_cfg = load_model(config.model, device=config.device, checkpoint=config.checkpoint)
+    check_finite_parameters(model)                      # name a damaged parameter before the FP evaluation
     dataset = config.dataset or data_cfg.get("dataset", "fashion-mnist")
     train = load_dataset(dataset, split="train", root=config.data_root, data_config=data_cfg)
     test = load_dataset(dataset, split="test", root=config.data_root, data_config=data_cfg)
@@ -239,15 +197,21 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     if config.eval_images is not None:
         test = test.subset(config.eval_images)
     times["load_s"] = time.perf_counter() - t
-    state = RunState(Path(run_dir) if run_dir else default_run_dir(config), config, fresh)
+    with RunState(run_dir, config, fresh) as state:
+        t = time.perf_counter()
+        fp_metrics, reference = _fp_reference(model, test, config, cache_dir=state.dir.parent / "_fp_cache",
+                                               fresh=fresh)
+        times["fp_eval_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    fp_metrics, reference = _fp_reference(model, test, config, cache_dir=state.dir.parent / "_fp_cache")
-    times["fp_eval_s"] = time.perf_counter() - t
+        fanout: dict = {}
+        qmodel, records = erq_quantize(model, calib, config, heldout=heldout, state=state, progress=progress,
+                                       on_problem=on_problem, times=times, fanout=fanout)
+        return _finish(config, state, qmodel, records, test, reference, fp_metrics, times, fanout, t_all)
 
-    fanout: dict = {}
-    qmodel, records = erq_quantize(model, calib, config, heldout=heldout, state=state, progress=progress,
-                                   on_problem=on_problem, times=times, fanout=fanout)
+
+def _finish(config, state, qmodel, records, test, reference, fp_metrics, times, fanout, t_all) -> dict:
+    """Evaluate the quantized model; write and return ``result.json``."""
+    from roundlab.evaluate import evaluate
 
     t = time.perf_counter()
     metrics = evaluate(qmodel, test, reference_logits=reference, batch_size=config.batch_size,
@@ -263,7 +227,7 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
         "paths": {"dir": str(state.dir), "records": str(state.records.path),
                   "result": str(state.dir / "result.json")},
     }
-    _atomic_write(state.dir / "result.json", json.dumps(result, indent=2, default=float))
+    atomic_write(state.dir / "result.json", json.dumps(result, indent=2, default=float))
     if result["fallback_rows"]:
         reasons = sorted({f["reason"] for r in records for f in r.get("fallbacks", [])})
         print(f"warning: {result['fallback_rows']} rounding row(s) fell back to round-to-nearest "
@@ -271,7 +235,7 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     return result
 
 
-def _fp_reference(model, test, config: ERQConfig, cache_dir: Path) -> tuple[dict, torch.Tensor]:
+def _fp_reference(model, test, config: ERQConfig, cache_dir: Path, fresh: bool = False) -> tuple[dict, torch.Tensor]:
     """FP metrics and logits on the test split, cached by a hash of the weights and the evaluated images."""
     import hashlib
 
@@ -283,7 +247,7 @@ def _fp_reference(model, test, config: ERQConfig, cache_dir: Path) -> tuple[dict
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     h.update(f"{len(test)}:{config.eval_images}:{config.dataset}:{config.data_root}".encode())
     path = cache_dir / f"{config.model}-{h.hexdigest()[:16]}.pt"
-    if path.exists():
+    if path.exists() and not fresh:
         try:    # never unpickle code from the run tree: tensors and plain values only
             saved = torch.load(path, map_location="cpu", weights_only=True)
             return saved["metrics"], saved["logits"]
@@ -293,10 +257,10 @@ def _fp_reference(model, test, config: ERQConfig, cache_dir: Path) -> tuple[dict
     out = evaluate(model, test, batch_size=config.batch_size, device=config.device, return_logits=True)
     logits = out.pop("logits")
     out.update(agreement=1.0, kl=0.0)
+    buf = io.BytesIO()
+    torch.save({"metrics": out, "logits": logits}, buf)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"metrics": out, "logits": logits}, tmp)
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())
     return out, logits
 
 

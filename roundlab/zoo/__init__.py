@@ -50,6 +50,14 @@ def _read_state_dict(path: Path) -> dict:
         raise RoundlabError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:200]}") from None
 
 
+def check_state_dtypes(model: torch.nn.Module, state: dict, fits: str) -> None:
+    """A floating parameter must come from a floating tensor (an int32 checkpoint would truncate every weight)."""
+    own = dict(model.state_dict())
+    for k, v in state.items():
+        if k in own and own[k].is_floating_point() and isinstance(v, torch.Tensor) and not v.is_floating_point():
+            raise RoundlabError(f"{fits}: {k} is stored as {v.dtype}, the model needs floating-point weights")
+
+
 def load_zoo_model(name: str, checkpoint: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     entry = get_entry(name)
     path = Path(checkpoint).expanduser() if checkpoint else checkpoint_path(name)
@@ -59,6 +67,7 @@ def load_zoo_model(name: str, checkpoint: str | Path | None = None) -> tuple[tor
     model = entry.build()
     state = _read_state_dict(path)
     fits = f"checkpoint {path} does not fit zoo model {name!r} ({entry.timm_class} {entry.arch})"
+    check_state_dtypes(model, state, fits)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:   # shape mismatches

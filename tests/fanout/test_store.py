@@ -73,10 +73,11 @@ def test_sigkill_mid_write_loses_no_committed_answer_and_tears_none(tmp_path, af
     here = str(Path(__file__).parent)
     proc = subprocess.Popen([sys.executable, "-c", WRITER.format(path=str(path))], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": here})
-    time.sleep(3.0 + after)          # imports take ~2-3 s
+    first = proc.stdout.readline()   # the writer is going (imports take seconds on a loaded machine)
+    time.sleep(after)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
-    written = [int(x) for x in out.split()]
+    written = [int(x) for x in (first + out).split()]
     assert written, "the writer never got going"
     with ResultStore(path) as st:
         n = len(st)
