@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     except RoundlabError as err:
         print(f"roundlab: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:          # disk full, permissions, a vanished file: what, where, no traceback
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"roundlab: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("roundlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

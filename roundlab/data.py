@@ -317,6 +317,8 @@ def _load_fmnist(split: str, root, download: bool, mean, std) -> TensorImageData
     images, labels = _read_cached(img), _read_cached(lbl)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise RoundlabError(f"{img} holds {images.dtype} {images.shape}, expected uint8 (N, H, W) images")
+    if images.shape[1:] != (28, 28):
+        raise RoundlabError(f"{img} holds {images.shape[1]}×{images.shape[2]} images; Fashion-MNIST's are 28×28")
     if labels.ndim != 1 or len(labels) != len(images):
         raise RoundlabError(f"{lbl} holds labels of shape {labels.shape} for {len(images)} images in {img}")
     if labels.size and (labels.min() < 0 or labels.max() >= 10):

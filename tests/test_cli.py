@@ -72,3 +72,39 @@ def test_solvers_and_models_are_listed(capsys):
         assert name in out
     assert main(["models"]) == 0
     assert "fmnist-vit" in capsys.readouterr().out
+
+
+def test_an_os_error_is_one_line(tmp_path, capsys, monkeypatch):
+    import roundlab.cli as cli
+
+    def full(args):
+        raise OSError(28, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(cli, "cmd_solvers", full)
+    assert main(["solvers"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"roundlab: error: No space left on device ({tmp_path / 'x'})"
+
+
+def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does) while worker processes solve."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "roundlab.cli", "quantize", "--solver", "faulty",
+                             "--solver-opt", "inner=greedy", "--solver-opt", "delay=0.5", "--executor", "process",
+                             "--workers", "2", "--chunk-rows", "8", "--eval-images", "100", "--run-dir", str(run),
+                             "--quiet"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline and not (run / "subproblems.sqlite").exists():
+        time.sleep(0.1)
+    time.sleep(1.0)                                  # workers are mid-task
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("roundlab: interrupted")

@@ -136,6 +136,10 @@ def test_fmnist_malformed_files(tmp_path):
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((6, 28, 28), dtype=np.float32))
     with pytest.raises(RoundlabError, match="uint8"):
         load_dataset("fashion-mnist", "test", root=tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(6, dtype=np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((6, 32, 32), dtype=np.uint8))  # well-formed, 32×32
+    with pytest.raises(RoundlabError, match="32×32 images; Fashion-MNIST's are 28×28"):
+        load_dataset("fashion-mnist", "test", root=tmp_path)
 
 
 def test_fmnist_val_needs_the_full_train_split(tmp_path):

@@ -16,6 +16,8 @@ another with :func:`register_executor`.
 
 from __future__ import annotations
 
+import contextlib
+
 import multiprocessing as mp
 import os
 import pickle
@@ -149,7 +151,11 @@ class SerialExecutor(Executor):
 def _worker_main(conn, threads: int) -> None:
     """A worker's loop: receive ``pickle((fn, payload))``, send back ``pickle(("ok", value) | ("error", msg, tb))``.
 
-    Exits when the parent closes its end (or dies: ``recv`` raises EOFError)."""
+    Exits when the parent closes its end (or dies: ``recv`` raises EOFError). Ctrl-C is the parent's to handle
+    (one line, then it closes the workers): a worker ignores SIGINT instead of printing a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import torch
 
@@ -176,11 +182,28 @@ def _worker_main(conn, threads: int) -> None:
             return
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while a worker is spawned, so a Ctrl-C during its start-up cannot print its traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 class _Worker:
     def __init__(self, ctx, threads: int):
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child, threads), daemon=True)
-        self.process.start()
+        with _sigint_ignored():      # the child starts with SIGINT ignored (kept through exec and its imports)
+            self.process.start()
         child.close()
         self.task: tuple[int, bytes] | None = None
         self.started = 0.0
