@@ -49,7 +49,7 @@ def test_unknown_solver_is_one_clear_error():
     ("adaround", {"warmup": 1.5}, "warmup must be a number"),
     ("adaround", {"iters": True}, "iters must be an integer"),
     ("gptq", {"order": "random"}, "order must be one of"),
-    ("miqp", {"backend": "gurobi"}, "backend must be one of"),
+    ("miqp", {"backend": "mosek"}, "backend must be one of"),
     ("miqp", {"time_limit": 0}, "time_limit must be a number"),
     ("miqp", {"objective": "exact"}, "objective must be one of"),
     ("miqp", {"warm_start": "miqp"}, "warm_start must be"),
