@@ -7,10 +7,11 @@
 
 Built-in: ``nearest``, ``rr`` (ERQ Rounding Refinement), ``greedy`` (one-flip local search), ``tabu`` (one-flip
 tabu search from the greedy optimum), ``gptq``,
-``adaround``, ``miqp`` (exact, PuLP CBC/HiGHS/SCIP or cvxpy+SCIP), ``brute`` (exhaustive, d ≤ 20), and
+``adaround``, ``miqp`` (exact, PuLP CBC/HiGHS/SCIP, cvxpy+SCIP or gurobipy), ``bnb`` (exact branch and bound,
+compiled by numba where installed), ``brute`` (exhaustive, d ≤ 20), and
 ``faulty`` (fault injection around another solver, for testing executors and resume).
 :func:`~roundlab.solvers.bound.lower_bound` gives certified lower bounds. Optional heavy packages (pulp, cvxpy,
-pyscipopt, highspy) are imported only when a solver that needs them runs.
+pyscipopt, highspy, gurobipy, numba) are imported only when a solver that needs them runs.
 """
 
 from roundlab.solvers.base import Solution, Solver, SolverConfig
