@@ -148,6 +148,7 @@ class RoundingProblem:
             _check_finite(X, "X")
             self.X = X
             M = X.transpose(-1, -2) @ X / X.shape[-2]
+            M = (M + M.transpose(-1, -2)) / 2
         else:
             M = _real_float(M, "M").to(device=device, dtype=F64)
             if M.dim() not in (2, 3) or M.shape[-2:] != (d, d) or (M.dim() == 3 and M.shape[0] != R):
@@ -156,9 +157,10 @@ class RoundingProblem:
             asym = (M - M.transpose(-1, -2)).abs().amax()
             if float(asym) > 1e-6 * float(M.abs().amax().clamp_min(1e-300)):
                 raise RoundlabError("M must be symmetric (a Gram matrix X̄ᵀX̄/N)")
+            M = (M + M.transpose(-1, -2)) / 2
             if check_psd:
-                _check_psd((M + M.transpose(-1, -2)) / 2)
-        self.M = (M + M.transpose(-1, -2)) / 2
+                _check_psd(M)
+        self.M = M
         self.w, self.scale, self.zero, self.bits, self.q_lo, self.q_hi = w, scale, zero, bits, q_lo, q_hi
 
     # ----------------------------------------------------------------------------------------------- builders

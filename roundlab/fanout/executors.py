@@ -17,7 +17,6 @@ another with :func:`register_executor`.
 from __future__ import annotations
 
 import contextlib
-
 import multiprocessing as mp
 import os
 import pickle
@@ -152,10 +151,7 @@ def _worker_main(conn, threads: int) -> None:
     """A worker's loop: receive ``pickle((fn, payload))``, send back ``pickle(("ok", value) | ("error", msg, tb))``.
 
     Exits when the parent closes its end (or dies: ``recv`` raises EOFError). Ctrl-C is the parent's to handle
-    (one line, then it closes the workers): a worker ignores SIGINT instead of printing a traceback."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    (one line, then it closes the workers): a worker is started with SIGINT ignored (:func:`_sigint_ignored`)."""
     try:
         import torch
 

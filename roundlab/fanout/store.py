@@ -60,8 +60,14 @@ class Answer:
     meta: dict = field(default_factory=dict)
 
 
-_BLOBS = (("delta", np.float64), ("status", np.int64), ("bound", np.float64), ("iterations", np.int64),
-          ("row_time", np.float64), ("fallback", np.bool_))
+#: The per-row tensors of an answer, in column order: (field, torch dtype, numpy dtype); ``delta`` is (rows, d).
+_BLOBS = (("delta", torch.float64, np.float64), ("status", torch.int64, np.int64),
+          ("bound", torch.float64, np.float64), ("iterations", torch.int64, np.int64),
+          ("row_time", torch.float64, np.float64), ("fallback", torch.bool, np.bool_))
+
+
+def _shape(name: str, rows: int, d: int) -> tuple[int, ...]:
+    return (rows, d) if name == "delta" else (rows,)
 
 
 def _checksum(key: str, rows: int, d: int, blobs, outcome: str, reason, meta: str) -> str:
@@ -111,10 +117,10 @@ class ResultStore:
             return None
         R, blobs = row[0], row[2:8]
         why = None
-        if row[11] is not None and row[11] != _checksum(key, R, row[1], blobs, row[8], row[9], row[10]):
+        if row[11] is not None and row[11] != _checksum(key, R, d, blobs, row[8], row[9], row[10]):
             why = "checksum mismatch"
-        elif any(not isinstance(b, bytes) or len(b) != np.dtype(t).itemsize * R * (row[1] if n == "delta" else 1)
-                 for b, (n, t) in zip(blobs, _BLOBS)):
+        elif any(not isinstance(b, bytes) or len(b) != np.dtype(nt).itemsize * int(np.prod(_shape(n, R, d)))
+                 for b, (n, _, nt) in zip(blobs, _BLOBS)):
             why = "truncated data"
         if why is None:
             try:
@@ -124,10 +130,8 @@ class ResultStore:
         if why is not None:
             self.discard(key, why)
             return None
-        return Answer(delta=_tensor(blobs[0], np.float64, (R, row[1])), status=_tensor(blobs[1], np.int64, (R,)),
-                      bound=_tensor(blobs[2], np.float64, (R,)), iterations=_tensor(blobs[3], np.int64, (R,)),
-                      row_time=_tensor(blobs[4], np.float64, (R,)), fallback=_tensor(blobs[5], np.bool_, (R,)),
-                      outcome=row[8], reason=row[9], meta=meta)
+        tensors = {n: _tensor(b, nt, _shape(n, R, d)) for b, (n, _, nt) in zip(blobs, _BLOBS)}
+        return Answer(**tensors, outcome=row[8], reason=row[9], meta=meta)
 
     def discard(self, key: str, why: str) -> None:
         """Delete a damaged answer (it is solved again) and say so."""
@@ -139,8 +143,7 @@ class ResultStore:
     def put(self, key: str, a: Answer) -> None:
         """Record ``a`` under ``key`` (one durable transaction; an existing key is replaced)."""
         R, d = a.delta.shape
-        blobs = (_blob(a.delta, torch.float64), _blob(a.status, torch.int64), _blob(a.bound, torch.float64),
-                 _blob(a.iterations, torch.int64), _blob(a.row_time, torch.float64), _blob(a.fallback, torch.bool))
+        blobs = tuple(_blob(getattr(a, n), tt) for n, tt, _ in _BLOBS)
         meta = json.dumps(a.meta, default=str, sort_keys=True)
         self._write("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (key, R, d, *blobs, a.outcome, a.reason, meta, time.time(),

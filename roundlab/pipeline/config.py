@@ -7,8 +7,8 @@ described completely by its :class:`ERQConfig`.
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 

@@ -129,18 +129,23 @@ class RunState:
             raise RoundlabError(f"cannot create {self.layers}: {e.strerror or e}") from None
         self._lock = _lock(self.dir)
         self.records = RecordWriter(self.dir / "records.jsonl")
-        if fresh:
-            for p in self.layers.glob("*"):
-                p.unlink()
-            for name in RUN_FILES:
-                (self.dir / name).unlink(missing_ok=True)
-        else:
-            self._check_config()
-        atomic_write(self.dir / "config.json",
-                     json.dumps({"digest": self.digest, "config": config.to_dict()}, indent=2))
-        self._finished = self._verified_records()
+        try:
+            if fresh:
+                for p in self.layers.glob("*"):
+                    p.unlink()
+                for name in RUN_FILES:
+                    (self.dir / name).unlink(missing_ok=True)
+            records = self.records.read()
+            if not fresh:
+                self._check_config(records)
+            atomic_write(self.dir / "config.json",
+                         json.dumps({"digest": self.digest, "config": config.to_dict()}, indent=2))
+            self._finished = self._verified_records(records)
+        except BaseException:
+            self.close()                    # a refused directory is not left locked by this process
+            raise
 
-    def _check_config(self) -> None:
+    def _check_config(self, records: list[dict]) -> None:
         cfg_path = self.dir / "config.json"
         if cfg_path.exists():
             try:
@@ -151,15 +156,15 @@ class RunState:
             if old != self.digest:
                 raise RoundlabError(f"{self.dir} holds a run with a different config (digest {old} != "
                                     f"{self.digest}); pass --fresh or another --run-dir")
-        others = sorted({str(r.get("digest")) for r in self.records.read()} - {self.digest})
+        others = sorted({str(r.get("digest")) for r in records} - {self.digest})
         if others:
             raise RoundlabError(f"{self.dir} holds layers of another configuration (digest {', '.join(others)}; "
                                 f"this run: {self.digest}); pass --fresh to overwrite them, or use another --run-dir")
 
-    def _verified_records(self) -> dict[str, dict]:
+    def _verified_records(self, records: list[dict]) -> dict[str, dict]:
         """Records whose layer file exists and matches its checksum; the rest are recomputed (and said so)."""
         last = {}
-        for r in self.records.read():
+        for r in records:
             if isinstance(r, dict) and isinstance(r.get("layer"), str) and r.get("digest") == self.digest:
                 last[r["layer"]] = r                                  # the newest record of a layer counts
         out = {}

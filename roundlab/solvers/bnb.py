@@ -152,7 +152,8 @@ class BranchAndBound(Solver):
             U = shor_multipliers(problem, cfg.sweeps).cpu().numpy()
             for r in np.nonzero(shor_rows)[0]:
                 multipliers[r]["shor"] = (U[r, qps[r].F], None)
-        orders = [None if qp is None else enumeration_order(qp, list(multipliers[r].values())[-1][0], cfg.order)
+        orders = [None if qp is None else                   # from Shor's form where there is one
+                  enumeration_order(qp, multipliers[r].get("shor", multipliers[r]["plain"])[0], cfg.order)
                   for r, qp in enumerate(qps)]
         if any(shor_rows):
             for frac in cfg.refit:

@@ -21,8 +21,8 @@ point 0.8% above the optimum "Optimal"; SOLVERS.md) and the warm start scores ex
 Backends (:data:`BACKENDS`): ``cbc``, ``highs``, ``scip`` through PuLP (``PULP_CBC_CMD``, ``HiGHS`` via highspy,
 ``SCIP_PY`` via pyscipopt), ``cvxpy-scip``, a native MIQP (convex quadratic objective with boolean variables;
 ignores ``linearization``), and ``gurobi`` (gurobipy, optional: a native binary QP, warm-started; the pip
-licence's 2000-variable limit covers every row here, a larger model is one clear error). All run with relative and absolute gap 0, a per-row ``time_limit``, ``threads``, and the
-warm start passed where the backend takes one (CBC and SCIP through PuLP's ``warmStart``; HiGHS via
+licence's 2000-variable limit covers every row here, a larger model is one clear error). All run with relative and
+absolute gap 0, a per-row ``time_limit``, ``threads``, and the warm start passed where the backend takes one (CBC and SCIP through PuLP's ``warmStart``; HiGHS via
 ``setSolution``; cvxpy's SCIP interface has none).
 
 Default backend ``cvxpy-scip``: the only one that proved ViT-like rows of d = 48 (3–11 s) and d = 64 (28 s) within
