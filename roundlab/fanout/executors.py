@@ -29,6 +29,7 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator, Sequence
 
 from roundlab.errors import RoundlabError
+from roundlab.registry import Registry
 
 KINDS = ("ok", "error", "timeout", "died")
 
@@ -100,15 +101,16 @@ class Executor(ABC):
         self.close()
 
 
-_EXECUTORS: dict[str, type[Executor]] = {}
+#: Every registered executor class by name, in registration order (serial, process, ray, then any plugin).
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
 
-def register_executor(name: str):
+def register_executor(name: str, *, override: bool = False):
     """Class decorator: register an :class:`Executor` subclass under ``name``."""
 
     def decorate(cls):
+        EXECUTORS.register(name, cls, override=override)
         cls.name = name
-        _EXECUTORS[name] = cls
         return cls
 
     return decorate
@@ -116,15 +118,11 @@ def register_executor(name: str):
 
 def list_executors() -> list[str]:
     """Registered executor names, in registration order (serial, process, ray, then any plugin)."""
-    return list(_EXECUTORS)
+    return EXECUTORS.names()
 
 
 def get_executor(name: str, **options) -> Executor:
-    try:
-        cls = _EXECUTORS[name]
-    except KeyError:
-        raise RoundlabError(f"unknown executor {name!r}; choose one of {', '.join(list_executors())}") from None
-    return cls(**options)
+    return EXECUTORS.get(name)(**options)
 
 
 # --------------------------------------------------------------------------------------------------- serial

@@ -22,32 +22,33 @@ from __future__ import annotations
 import dataclasses
 
 from roundlab.errors import RoundlabError
+from roundlab.registry import Registry
 from roundlab.solvers.base import Solver, SolverConfig
 
-_SOLVERS: dict[str, type[Solver]] = {}
+
+def _check_solver_class(name: str, cls) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Solver)):
+        raise RoundlabError(f"register_solver({name!r}) decorates Solver subclasses, got {cls!r}")
+    config = cls.Config
+    if not (isinstance(config, type) and issubclass(config, SolverConfig) and dataclasses.is_dataclass(config)
+            and config.__dataclass_params__.frozen):
+        raise RoundlabError(f"solver {name!r}: Config must be a frozen dataclass subclassing SolverConfig")
+    try:
+        config()  # defaults must pass their own validation
+    except RoundlabError as e:
+        raise RoundlabError(f"solver {name!r}: its default config is invalid ({e})") from None
+
+
+#: Every registered solver class by name.
+SOLVERS: Registry[type[Solver]] = Registry("solver", check=_check_solver_class)
 
 
 def register_solver(name: str, *, override: bool = False):
     """Class decorator: register a :class:`Solver` subclass under ``name`` (sets ``cls.name``)."""
-    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise RoundlabError(f"a solver name must be a non-empty string of letters, digits, '_' or '-', got {name!r}")
 
     def decorate(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Solver)):
-            raise RoundlabError(f"register_solver({name!r}) decorates Solver subclasses, got {cls!r}")
-        config = cls.Config
-        if not (isinstance(config, type) and issubclass(config, SolverConfig) and dataclasses.is_dataclass(config)
-                and config.__dataclass_params__.frozen):
-            raise RoundlabError(f"solver {name!r}: Config must be a frozen dataclass subclassing SolverConfig")
-        if name in _SOLVERS and _SOLVERS[name] is not cls and not override:
-            raise RoundlabError(f"a solver named {name!r} is already registered ({_SOLVERS[name].__qualname__}); "
-                                f"pass override=True to replace it")
-        try:
-            config()  # defaults must pass their own validation
-        except RoundlabError as e:
-            raise RoundlabError(f"solver {name!r}: its default config is invalid ({e})") from None
+        SOLVERS.register(name, cls, override=override)
         cls.name = name
-        _SOLVERS[name] = cls
         return cls
 
     return decorate
@@ -55,19 +56,16 @@ def register_solver(name: str, *, override: bool = False):
 
 def unregister_solver(name: str) -> None:
     """Remove ``name`` from the registry (for tests and plugins that clean up)."""
-    _SOLVERS.pop(name, None)
+    SOLVERS.unregister(name)
 
 
 def list_solvers(available_only: bool = False) -> list[str]:
     """Registered solver names, sorted; ``available_only`` drops those whose required modules are missing."""
-    return sorted(n for n, c in _SOLVERS.items() if not available_only or c.available())
+    return sorted(SOLVERS.names(lambda c: not available_only or c.available()))
 
 
 def solver_class(name: str) -> type[Solver]:
-    try:
-        return _SOLVERS[name]
-    except (KeyError, TypeError):
-        raise RoundlabError(f"unknown solver {name!r}; registered: {', '.join(list_solvers())}") from None
+    return SOLVERS.get(name)
 
 
 def get_solver(name: str, **config) -> Solver:

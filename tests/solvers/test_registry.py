@@ -33,7 +33,7 @@ def test_default_config_is_frozen_and_serialisable(name):
 
 
 def test_unknown_solver_is_one_clear_error():
-    with pytest.raises(RoundlabError, match=r"unknown solver 'nope'; registered: .*rr") as e:
+    with pytest.raises(RoundlabError, match=r"unknown solver 'nope'; choose one of .*rr") as e:
         get_solver("nope")
     assert "\n" not in str(e.value)
 
