@@ -98,7 +98,7 @@ class ProblemLog:
         self.fn = problem_fn
         self.layer = first_layer - 1
 
-    def __call__(self, step, problem, result, S):
+    def __call__(self, layer, step, problem, result, S):
         if step == 0:
             self.layer += 1
         self.writer.append({"layer": self.layer, "step": step, **self.fn(step, problem, result, S)})

@@ -173,7 +173,7 @@ def compute(args, cfg) -> dict:
     captured = []
     state = {"layer": -1}
 
-    def hook(step, problem, result, S):
+    def hook(layer, step, problem, result, S):
         if step == 0:
             state["layer"] += 1
         captured.append((state["layer"], step, problem, result.delta.clone(), S[0].clone()))

@@ -7,6 +7,7 @@ input the layer actually sees (``X`` in the ``independent`` data flow; the parti
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -35,6 +36,7 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
     """Run the configured stages on one layer; return (record, state) where state holds the new weights.
 
     The weight quantizer is left calibrated on the post-Aqer weights; the caller writes ``state`` into the layer.
+    ``on_problem(layer, step, problem, result, columns)`` is called for every Wqer segment of the main Wqer pass.
     """
     t0 = time.perf_counter()
     kind = getattr(layer, "kind", "linear")
@@ -76,7 +78,7 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
             return wqer(WA, bA, Xbar, scale, zero, bits, solver, lam_w, rounding=rnd, ridge=rdg,
                         partition=config.partition, on_problem=hook)
 
-        res = run_wqer(rounding, config.ridge, on_problem)
+        res = run_wqer(rounding, config.ridge, None if on_problem is None else functools.partial(on_problem, name))
         Wf, bf = res.W, res.b
         wqer_totals = res.totals()
         weights["wqer"] = (Wf, bf)

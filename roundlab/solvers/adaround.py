@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 
-from roundlab.errors import RoundlabError
 from roundlab.problem import Status
 from roundlab.solvers.base import (Solution, Solver, SolverConfig, check_bool, check_choice, check_float,
                                    check_int, full_codes, keep_better, start_point)
@@ -93,12 +92,8 @@ class AdaRound(Solver):
     """AdaRound relaxation (rectified sigmoid, annealed regulariser, Adam) on the proxy or samples, hard-rounded."""
 
     Config = AdaRoundConfig
-
-    def check(self, problem):
-        super().check(problem)
-        if self.config.objective == "samples" and problem.X is None:
-            raise RoundlabError("adaround objective='samples' needs a problem built from samples X "
-                                "(RoundingProblem.from_grid(..., X=Xbar))")
+    objectives = ("proxy", "samples")
+    monotone = True
 
     def solve(self, problem, init):
         cfg = self.config

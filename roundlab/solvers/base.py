@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 
 from roundlab.errors import RoundlabError
+from roundlab.validate import check_bool, check_choice, check_float, check_int  # noqa: F401  (solvers import them from here)
 from roundlab.problem import F64, RoundingProblem, RoundingResult, Status, relative_gap
 
 #: Integer codes for per-row status tensors (batched solvers): ``STATUSES[code]``.
@@ -40,44 +40,6 @@ class SolverConfig:
 
     def asdict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None, *, none: bool = False) -> None:
-    """``value`` is an int (not bool) in [lo, hi] (or None when ``none``)."""
-    if value is None and none:
-        return
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-        rng = f" in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise RoundlabError(f"{name} must be an integer{rng}{' or None' if none else ''}, got {value!r}")
-
-
-def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
-                lo_open: bool = False, none: bool = False) -> None:
-    """``value`` is a real number in [lo, hi] (``(lo, hi]`` when ``lo_open``), finite unless ``hi`` is inf."""
-    if value is None and none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value <= hi
-    if ok and hi is None and math.isinf(value):
-        ok = False
-    if not ok:
-        left = "(" if lo_open else "["
-        raise RoundlabError(f"{name} must be a number in {left}{lo if lo is not None else '-inf'}, "
-                            f"{hi if hi is not None else 'inf'}]{' or None' if none else ''}, got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: Sequence) -> None:
-    if value not in choices:
-        raise RoundlabError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise RoundlabError(f"{name} must be True or False, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -146,15 +108,27 @@ class Solver(ABC):
     and register with ``@register_solver("name")``.
 
     Class attributes: ``name`` (set by the registry), ``Config``, ``requires`` (importable modules the solver needs,
-    imported only on use), ``exact`` (can prove optimality), ``uses_init`` (``init`` is a start/warm start; solvers
-    that ignore it say so in their docstring).
+    imported only on use), and what the solver accepts and promises — declared here, read by Wqer, ``roundlab
+    solvers`` and the tests, never sniffed from a config:
+
+    * ``objectives``: the objectives it can minimise, ``"proxy"`` (``δMδᵀ``) and/or ``"samples"`` (the N samples
+      of a problem built from ``X``; the paper's "MIQP w/o proxy"). The configured one is :attr:`objective`.
+    * ``exact``: it can prove optimality (status ``optimal`` with a bound equal to the objective).
+    * ``monotone``: its answer is never worse than its start (``init``, else its own warm start).
+    * ``uses_init``: ``init`` is a start / warm start (solvers that ignore it say so in their docstring).
+    * ``batched``: all rows in one tensor program (False: row by row).
+    * ``devices``: device types it computes on natively; other devices' problems are solved through the CPU.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[SolverConfig]] = NoConfig
     requires: ClassVar[tuple[str, ...]] = ()
+    objectives: ClassVar[tuple[str, ...]] = ("proxy",)
     exact: ClassVar[bool] = False
+    monotone: ClassVar[bool] = False
     uses_init: ClassVar[bool] = True
+    batched: ClassVar[bool] = True
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
     def __init__(self, config: SolverConfig | None = None, **options):
         if config is not None and options:
@@ -165,10 +139,23 @@ class Solver(ABC):
             raise RoundlabError(f"{self._label()}: config must be a {self.Config.__name__}, "
                                 f"got {type(config).__name__}")
         self.config = config
+        if self.objective not in self.objectives:
+            raise RoundlabError(f"{self._label()} minimises {' or '.join(self.objectives)}, not {self.objective!r}")
 
     @classmethod
     def _label(cls) -> str:
         return f"solver {cls.name or cls.__name__!r}"
+
+    @property
+    def objective(self) -> str:
+        """The objective this instance minimises: its config's ``objective`` option, else the first declared."""
+        return getattr(self.config, "objective", self.objectives[0])
+
+    @classmethod
+    def capabilities(cls) -> dict:
+        """The declarations above, for ``roundlab solvers`` and result records."""
+        return {"objectives": list(cls.objectives), "exact": cls.exact, "monotone": cls.monotone,
+                "uses_init": cls.uses_init, "batched": cls.batched, "devices": list(cls.devices)}
 
     @classmethod
     def missing(cls) -> list[str]:
@@ -185,6 +172,9 @@ class Solver(ABC):
         if missing:
             raise RoundlabError(f"{self._label()} needs {', '.join(missing)}, which is not installed "
                                 f"(pip install {' '.join(missing)})")
+        if self.objective == "samples" and problem.X is None:
+            raise RoundlabError(f"{self.name} objective='samples' needs a problem built from samples X "
+                                f"(RoundingProblem.from_grid(..., X=...))")
 
     @abstractmethod
     def solve(self, problem: RoundingProblem, init: torch.Tensor | None) -> Solution:

@@ -132,6 +132,9 @@ class BranchAndBound(Solver):
 
     Config = BnbConfig
     exact = True
+    monotone = True
+    batched = False
+    devices = ("cpu",)
 
     def check(self, problem):
         super().check(problem)

@@ -36,6 +36,7 @@ class Brute(Solver):
     Config = BruteConfig
     exact = True
     uses_init = False
+    batched = False
 
     def check(self, problem):
         super().check(problem)

@@ -53,6 +53,7 @@ class GPTQ(Solver):
     """GPTQ/LDLQ sequential rounding with Cholesky error feedback, restricted to each element's floor/ceil."""
 
     Config = GPTQConfig
+    monotone = True
 
     def solve(self, problem, init):
         cfg = self.config

@@ -82,6 +82,7 @@ class Greedy(Solver):
     """Best-improvement one-flip local search (exact flip delta, rank-one gradient updates) from nearest or init."""
 
     Config = GreedyConfig
+    monotone = True
 
     def solve(self, problem, init):
         start = seeded_start(problem, init, self.config.start)

@@ -446,7 +446,11 @@ class MIQP(Solver):
     """Exact MIQP per row (PuLP: CBC/HiGHS/SCIP, or cvxpy+SCIP), proxy or samples objective, proven status."""
 
     Config = MiqpConfig
+    objectives = ("proxy", "samples")
     exact = True
+    monotone = True
+    batched = False
+    devices = ("cpu",)
     requires = ()
 
     def check(self, problem):

@@ -137,6 +137,7 @@ class RR(Solver):
     """ERQ Rounding Refinement (variant release|paper, top-k, max_iter), batched, incremental gradient."""
 
     Config = RRConfig
+    monotone = True
 
     def solve(self, problem, init):
         start = start_point(problem, init)

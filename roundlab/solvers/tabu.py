@@ -79,6 +79,7 @@ class Tabu(Solver):
     """One-flip tabu search from the greedy optimum (or init), exact flip deltas; polished by greedy descent."""
 
     Config = TabuConfig
+    monotone = True
 
     def solve(self, problem, init):
         cfg = self.config
