@@ -1,4 +1,4 @@
-"""The per-row rounding problem every solver answers, and the result every solver returns.
+"""The per-row rounding problem every solver answers (the answer: :mod:`roundlab.result`).
 
 A :class:`RoundingProblem` is one segment of ``R`` rows × ``d`` weights. Row ``r`` chooses, per element, one of two
 candidates ``δ_j ∈ {lo_j, hi_j}`` (``lo = Q_floor(w) − w``, ``hi = Q_ceil(w) − w``; equal where the clamp binds, so
@@ -18,42 +18,12 @@ themselves), the per-row objective and, per row, what the solver can actually cl
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from enum import Enum
 
 import torch
 
 from roundlab.errors import RoundlabError
 from roundlab.quant.grid import check_bits, fake_quant
-
-F64 = torch.float64
-
-
-class Status(str, Enum):
-    """What a solver can claim about one row's answer (JSON-able: ``Status.OPTIMAL.value == "optimal"``).
-
-    * ``OPTIMAL`` — proven: exhaustive search, or a backend that reported optimality *and* gave a bound within the
-      gap tolerance of the returned objective (or a certified lower bound closed the gap). Never a label alone.
-    * ``FEASIBLE`` — a valid rounding from an exact method without a proof (no bound, or a gap above tolerance).
-    * ``TIME_LIMIT`` — an exact method stopped by its time limit; its incumbent (or the warm start) is returned.
-    * ``ITERATION_LIMIT`` — an iterative heuristic stopped by ``max_iter`` while it was still improving.
-    * ``LOCAL_OPTIMUM`` — no single flip improves the row (checked with a freshly computed gradient).
-    * ``HEURISTIC`` — a heuristic's answer, no claim beyond being a valid rounding.
-    * ``FALLBACK`` — the solver's own answer was worse than its start (``init`` or round-to-nearest), or it found
-      none; the start was returned instead (``RoundingResult.fallback`` is set for these rows).
-    """
-
-    OPTIMAL = "optimal"
-    FEASIBLE = "feasible"
-    TIME_LIMIT = "time_limit"
-    ITERATION_LIMIT = "iteration_limit"
-    LOCAL_OPTIMUM = "local_optimum"
-    HEURISTIC = "heuristic"
-    FALLBACK = "fallback"
-
-    def __str__(self) -> str:
-        return self.value
+from roundlab.result import F64, RoundingResult, Status, relative_gap  # noqa: F401  (their historical home)
 
 
 def _as_float_tensor(x, what: str) -> torch.Tensor:
@@ -351,93 +321,3 @@ class RoundingProblem:
         for k, v in self.__dict__.items():
             setattr(new, k, v.to(device) if isinstance(v, torch.Tensor) else v)
         return new
-
-
-def _nan_to_none(x: float) -> float | None:
-    return None if (x is None or math.isnan(x)) else float(x)
-
-
-@dataclass(eq=False)
-class RoundingResult:
-    """A solver's answer to a :class:`RoundingProblem`.
-
-    ``delta`` (R, d) lives on the problem's device; the per-row records (``objective``, ``bound``, ``gap``,
-    ``row_time``, ``iterations``, ``fallback``) are small CPU tensors. ``objective`` is recomputed in float64 from
-    ``delta`` by the solver base class, never taken from a backend. ``bound`` is a valid lower bound on the row's
-    optimum where the solver has one (NaN otherwise); ``gap = (objective − bound) / objective`` (0 where the
-    objective is 0).
-    ``time`` is the total wall time in seconds; ``row_time`` is measured per row where the solver works row by row,
-    else the total divided evenly. ``iterations`` counts the solver's own unit of work (flips for rr/greedy,
-    optimizer steps for adaround, branch-and-bound nodes for miqp, enumerated points for brute).
-    """
-
-    delta: torch.Tensor
-    objective: torch.Tensor
-    status: tuple[Status, ...]
-    bound: torch.Tensor
-    gap: torch.Tensor
-    time: float
-    row_time: torch.Tensor
-    iterations: torch.Tensor
-    fallback: torch.Tensor
-    solver: str = ""
-    config: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
-
-    @property
-    def rows(self) -> int:
-        return self.delta.shape[0]
-
-    def status_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.status:
-            counts[s.value] = counts.get(s.value, 0) + 1
-        return counts
-
-    def with_bound(self, bound: torch.Tensor, rtol: float = 1e-9) -> "RoundingResult":
-        """A copy with ``bound`` = the larger of the current and the given valid lower bound (R,), and the gap
-        recomputed; rows whose gap falls to ≤ ``rtol`` become ``OPTIMAL`` (the bound is the proof)."""
-        bound = torch.as_tensor(bound, dtype=F64).reshape(-1).cpu()
-        if bound.shape[0] != self.rows:
-            raise RoundlabError(f"bound must have {self.rows} entries, got {bound.shape[0]}")
-        best = torch.where(torch.isnan(self.bound), bound, torch.fmax(self.bound, bound))
-        gap = relative_gap(self.objective, best)
-        status = tuple(Status.OPTIMAL if (not math.isnan(g) and g <= rtol) else s
-                       for s, g in zip(self.status, gap.tolist()))
-        return RoundingResult(self.delta, self.objective, status, best, gap, self.time, self.row_time,
-                              self.iterations, self.fallback, self.solver, self.config, dict(self.info))
-
-    def summary(self) -> dict:
-        """A JSON-able per-call record: status counts, summed objective/bound, gaps, time, iterations."""
-        gaps = self.gap[~torch.isnan(self.gap)]
-        has_bound = bool((~torch.isnan(self.bound)).all())
-        out = {
-            "solver": self.solver,
-            "config": self.config,
-            "rows": self.rows,
-            "d": int(self.delta.shape[1]),
-            "objective": float(self.objective.sum()),
-            "bound": float(self.bound.sum()) if has_bound else None,
-            "status": self.status_counts(),
-            "fallback": int(self.fallback.sum()),
-            "mean_gap": _nan_to_none(float(gaps.mean())) if gaps.numel() else None,
-            "max_gap": _nan_to_none(float(gaps.max())) if gaps.numel() else None,
-            "time_s": float(self.time),
-            "iterations": int(self.iterations.sum()),
-        }
-        for k, v in self.info.items():
-            if isinstance(v, (int, float, str, bool)) or v is None:
-                out.setdefault(k, v)
-            elif isinstance(v, dict) and all(isinstance(x, (int, float, str, bool)) for x in v.values()):
-                out.setdefault(k, dict(v))
-        return out
-
-
-def relative_gap(objective: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
-    """``max(0, objective − bound) / objective`` per row (0 where both are ~0, NaN where there is no bound)."""
-    objective = objective.to(F64).cpu()
-    bound = bound.to(F64).cpu()
-    diff = (objective - bound).clamp_min(0.0)
-    # M is a Gram matrix (PSD), so an objective of 0 is optimal whatever the bound says.
-    gap = torch.where(objective > 0, diff / objective.clamp_min(1e-300), torch.zeros_like(diff))
-    return torch.where(torch.isnan(bound), torch.nan, gap)

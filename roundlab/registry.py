@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable, Generic, Iterator, TypeVar
 
 from roundlab.errors import RoundlabError
+from roundlab.validate import check_known
 
 T = TypeVar("T")
 
@@ -59,10 +60,9 @@ class Registry(Generic[T]):
         self._entries.pop(name, None)
 
     def get(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except (KeyError, TypeError):
-            raise RoundlabError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}") from None
+        if not isinstance(name, str) or name not in self._entries:
+            check_known(self.kind, name, self.names())
+        return self._entries[name]
 
     def names(self, where: Callable[[T], bool] | None = None) -> list[str]:
         """Registered names in registration order; ``where`` keeps those whose entry passes it."""

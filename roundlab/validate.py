@@ -1,5 +1,6 @@
 """One validation idiom for every option roundlab accepts: ``check_*(name, value, ...)`` raises a one-line
-:class:`~roundlab.errors.RoundlabError` that names the option, says what it must be and shows what it got.
+:class:`~roundlab.errors.RoundlabError` that names the option, says what it must be and shows what it got
+(``check_known``: a name looked up among a kind of things, worded like :class:`roundlab.registry.Registry`).
 
 Frozen config dataclasses (solver configs, :class:`~roundlab.pipeline.config.ERQConfig`, executor options) call
 these from ``__post_init__``.
@@ -44,6 +45,13 @@ def check_float(name: str, value: Any, lo: float | None = None, hi: float | None
 def check_choice(name: str, value: Any, choices: Sequence) -> None:
     if value not in choices:
         raise RoundlabError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_known(kind: str, value: Any, names: Sequence) -> None:
+    """``value`` is one of the ``names`` of a kind of thing (a method, a solver, a data flow): "unknown <kind> 'x';
+    choose one of a, b" (the registries' wording)."""
+    if value not in names:
+        raise RoundlabError(f"unknown {kind} {value!r}; choose one of {', '.join(map(str, names))}")
 
 
 def check_bool(name: str, value: Any) -> None:

@@ -143,7 +143,7 @@ class _Payload:
 
 
 def test_the_fp_logit_cache_is_never_unpickled_and_a_bad_one_is_recomputed(tmp_path, capsys):
-    from roundlab.pipeline.run import _fp_reference
+    from roundlab.pipeline.fp_cache import fp_reference as _fp_reference
 
     model = tiny_model("vit")
     test = (IMAGES, torch.tensor([0, 1, 2, 3]))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,12 @@ import torch
 
 import roundlab
 from roundlab.errors import RoundlabError
+from roundlab.validate import check_known
 from roundlab.fanout.executors import Executor, check_options, get_executor, list_executors
 from roundlab.fanout.store import Answer, ResultStore
-from roundlab.problem import RoundingProblem, Status
-from roundlab.solvers.base import CODE, STATUSES, Solution, Solver
+from roundlab.problem import RoundingProblem
+from roundlab.result import STATUSES, RoundingResult, cat_rows, fallback_rows
+from roundlab.solvers.base import Solver
 
 ON_ERROR = ("raise", "fallback")
 
@@ -52,8 +53,7 @@ class FanoutConfig:
     on_error: str = "raise"
 
     def __post_init__(self):
-        if self.executor not in list_executors():
-            raise RoundlabError(f"unknown executor {self.executor!r}; choose one of {', '.join(list_executors())}")
+        check_known("executor", self.executor, list_executors())
         if self.chunk_rows is not None and (not isinstance(self.chunk_rows, int) or isinstance(self.chunk_rows, bool)
                                             or self.chunk_rows < 1):
             raise RoundlabError(f"chunk_rows must be a positive integer or None, got {self.chunk_rows!r}")
@@ -111,20 +111,9 @@ def shared_digest(problem: RoundingProblem) -> str | None:
 
 # --------------------------------------------------------------------------------------------------- tasks
 def solve_task(payload) -> dict:
-    """Executor task: ``payload = (solver, subproblem, init)``; returns the answer's per-row tensors (CPU)."""
+    """Executor task: ``payload = (solver, subproblem, init)``; returns the answer's row form (CPU tensors)."""
     solver, problem, init = payload
-    res = solver(problem, init=init)
-    return {"delta": res.delta.cpu(), "status": torch.tensor([CODE[s] for s in res.status], dtype=torch.long),
-            "bound": res.bound.cpu(), "iterations": res.iterations.cpu(), "row_time": res.row_time.cpu(),
-            "fallback": res.fallback.cpu()}
-
-
-def _fallback_answer(problem: RoundingProblem, outcome: str, reason: str, meta: dict) -> Answer:
-    R = problem.rows
-    return Answer(delta=problem.nearest().cpu(), status=torch.full((R,), CODE[Status.FALLBACK], dtype=torch.long),
-                  bound=torch.full((R,), math.nan, dtype=torch.float64), iterations=torch.zeros(R, dtype=torch.long),
-                  row_time=torch.zeros(R, dtype=torch.float64), fallback=torch.ones(R, dtype=torch.bool),
-                  outcome=outcome, reason=reason, meta=meta)
+    return solver(problem, init=init).rows_form()
 
 
 #: Fallback outcomes caused by the machine, not the task: solved again on the next run.
@@ -138,9 +127,13 @@ def _fits(a: Answer, problem: RoundingProblem) -> bool:
         bool(problem.on_candidates(a.delta.to(problem.device)).all())
 
 
-# --------------------------------------------------------------------------------------------------- solver
-class FannedSolver(Solver):
-    """``inner`` run chunk by chunk through ``executor``; answers recorded in ``store`` (optional)."""
+# --------------------------------------------------------------------------------------------------- fanned
+class FannedSolver:
+    """``inner`` run chunk by chunk through ``executor``; answers recorded in ``store`` (optional).
+
+    Called like a solver (``fanned(problem, init) -> RoundingResult``) and exposing the wrapped solver's ``name``,
+    ``config`` and declarations (``objective``, ``exact``, ...), so Wqer cannot tell the two apart; the result is
+    rebuilt from the chunks' row forms and checked by :meth:`RoundingResult.from_rows` like any solver's."""
 
     def __init__(self, inner: Solver, executor: Executor | None = None, store: ResultStore | None = None,
                  chunk_rows: int | None = None, on_error: str = "raise", digest: str | None = None,
@@ -150,7 +143,6 @@ class FannedSolver(Solver):
         if on_error not in ON_ERROR:
             raise RoundlabError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.inner = inner
-        self.config = inner.config
         self.executor = executor or get_executor("serial")
         self.store = store
         self.chunk_rows = chunk_rows
@@ -161,20 +153,12 @@ class FannedSolver(Solver):
         self._calls: dict[str, int] = {}
         self.stats = _Stats()
 
-    # looks like the wrapped solver
-    def _label(self) -> str:  # type: ignore[override]
-        return f"solver {self.inner.name!r}"
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def exact(self) -> bool:  # type: ignore[override]
-        return self.inner.exact
-
-    def check(self, problem: RoundingProblem) -> None:
-        self.inner.check(problem)
+    # the wrapped solver's identity and declarations
+    name = property(lambda self: self.inner.name)
+    config = property(lambda self: self.inner.config)
+    objective = property(lambda self: self.inner.objective)
+    exact = property(lambda self: self.inner.exact)
+    monotone = property(lambda self: self.inner.monotone)
 
     def set_context(self, **context) -> None:
         """Label the following calls (e.g. ``layer=name``) in the store's metadata and the fallback reports."""
@@ -184,11 +168,26 @@ class FannedSolver(Solver):
         step = rows if self.chunk_rows is None else self.chunk_rows
         return [slice(a, min(a + step, rows)) for a in range(0, rows, step)]
 
-    def solve(self, problem: RoundingProblem, init: torch.Tensor | None) -> Solution:
+    def __call__(self, problem: RoundingProblem, init: torch.Tensor | None = None) -> RoundingResult:
+        if not isinstance(problem, RoundingProblem):
+            raise RoundlabError(f"solver {self.name!r} expects a RoundingProblem, got {type(problem).__name__}")
+        self.inner.check(problem)
+        if init is not None:
+            init = problem.snap(init, "init")
+        t0 = time.perf_counter()
         label = self.context.get("layer", "")
         call = self._calls.get(label, 0)
         self._calls[label] = call + 1
         parts = self.chunks(problem.rows)
+        answers, todo, keys = self._stored(problem, init, parts, call)
+        self._solve(todo, keys, parts, answers, call, label)
+        return RoundingResult.from_rows(problem, cat_rows([a.rows for a in answers]), solver=self.name,
+                                        config=self.config.asdict(), time=time.perf_counter() - t0,
+                                        info={"tasks": len(parts), "reused": len(parts) - len(todo)},
+                                        label=f"solver {self.name!r}")
+
+    def _stored(self, problem, init, parts, call):
+        """Per chunk: the stored answer (reused) or a task to run; and every chunk's key."""
         shared = shared_digest(problem)
         answers: list[Answer | None] = [None] * len(parts)
         keys, todo = [], []
@@ -208,6 +207,10 @@ class FannedSolver(Solver):
                 self.stats.reused(stored, self.context, call, sl)
             else:
                 todo.append((i, sub, sub_init))
+        return answers, todo, keys
+
+    def _solve(self, todo, keys, parts, answers, call, label) -> None:
+        """Run the tasks on the executor; record each answer (or fallback) the moment it returns."""
         t0 = time.perf_counter()
         payloads = [(self.inner, sub, sub_init) for _, sub, sub_init in todo]
         for out in self.executor.run(solve_task, payloads):
@@ -218,9 +221,7 @@ class FannedSolver(Solver):
                     "attempts": out.attempts}
             where = f"{label or 'problem'} (call {call}), rows {sl.start}-{sl.stop - 1}"
             if out.ok:
-                v = out.value
-                ans = Answer(delta=v["delta"], status=v["status"], bound=v["bound"], iterations=v["iterations"],
-                             row_time=v["row_time"], fallback=v["fallback"], meta=meta)
+                ans = Answer(meta=meta, **out.value)
             elif out.kind == "error" and self.on_error == "raise":
                 self._log_error(where, out)
                 raise RoundlabError(f"solver {self.inner.name} raised on {where}: {out.message}"
@@ -228,16 +229,12 @@ class FannedSolver(Solver):
                                     f"--on-solver-error fallback)")
             else:
                 self._log_error(where, out)
-                ans = _fallback_answer(sub, out.kind, f"{out.kind}: {out.message}", meta)
+                ans = Answer(outcome=out.kind, reason=f"{out.kind}: {out.message}", meta=meta, **fallback_rows(sub))
             if self.store is not None:
                 self.store.put(keys[i], ans)
             answers[i] = ans
             self.stats.solved(ans, self.context, call, sl)
         self.stats.wall_s += time.perf_counter() - t0
-        cat = (lambda f: torch.cat([getattr(a, f) for a in answers]))
-        return Solution(delta=cat("delta").to(problem.device), status=cat("status"), bound=cat("bound"),
-                        iterations=cat("iterations"), row_time=cat("row_time"), fallback=cat("fallback"),
-                        info={"tasks": len(parts), "reused": len(parts) - len(todo)})
 
     def _log_error(self, where: str, out) -> None:
         if self.error_log is None:

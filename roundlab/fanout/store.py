@@ -17,25 +17,23 @@ import json
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from roundlab.errors import RoundlabError
+from roundlab.result import ROW_COLUMNS, row_shape
 
-_SCHEMA = """
+#: SQLite column type of every row-form column (one blob each: exact binary, bit-identical on reload).
+_BLOB_COLUMNS = "\n".join(f"    {name:<10} BLOB NOT NULL, -- {dtype} {'(rows, d)' if name == 'delta' else '(rows,)'}"
+                           for name, dtype in ROW_COLUMNS)
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS answers (
     key        TEXT PRIMARY KEY,
     rows       INTEGER NOT NULL,
     d          INTEGER NOT NULL,
-    delta      BLOB NOT NULL,     -- float64 (rows, d)
-    status     BLOB NOT NULL,     -- int64 (rows,) codes into roundlab.solvers.base.STATUSES
-    bound      BLOB NOT NULL,     -- float64 (rows,)
-    iterations BLOB NOT NULL,     -- int64 (rows,)
-    row_time   BLOB NOT NULL,     -- float64 (rows,)
-    fallback   BLOB NOT NULL,     -- bool (rows,)
+{_BLOB_COLUMNS}
     outcome    TEXT NOT NULL,     -- ok | error | timeout | died
     reason     TEXT,              -- why a fallback was recorded (NULL when solved)
     meta       TEXT NOT NULL,     -- JSON: digest, layer, call, rows range, solver, executor, seconds
@@ -43,31 +41,29 @@ CREATE TABLE IF NOT EXISTS answers (
     checksum   TEXT               -- SHA-256 of everything above but `created` (NULL: written before checksums)
 )
 """
+_NAMES = tuple(name for name, _ in ROW_COLUMNS)
+_NP = {name: torch.empty(0, dtype=dtype).numpy().dtype for name, dtype in ROW_COLUMNS}
 
 
-@dataclass
 class Answer:
-    """One task's recorded answer (``outcome != "ok"``: a fallback, with ``reason``)."""
+    """One task's recorded answer: the row form of its :class:`~roundlab.result.RoundingResult` (``delta``,
+    ``status`` codes and every ``ROW_FIELDS`` record, as attributes) with ``outcome`` (``"ok"``, or a fallback's
+    ``error`` | ``timeout`` | ``died``), the fallback's ``reason`` and ``meta``."""
 
-    delta: torch.Tensor
-    status: torch.Tensor
-    bound: torch.Tensor
-    iterations: torch.Tensor
-    row_time: torch.Tensor
-    fallback: torch.Tensor
-    outcome: str = "ok"
-    reason: str | None = None
-    meta: dict = field(default_factory=dict)
+    def __init__(self, outcome: str = "ok", reason: str | None = None, meta: dict | None = None, **rows):
+        unknown = sorted(set(rows) - set(_NAMES))
+        missing = [n for n in _NAMES if n not in rows]
+        if unknown or missing:
+            raise TypeError(f"Answer needs exactly the row columns {list(_NAMES)}; missing {missing}, "
+                            f"unknown {unknown}")
+        for name in _NAMES:
+            setattr(self, name, rows[name])
+        self.outcome, self.reason, self.meta = outcome, reason, dict(meta or {})
 
-
-#: The per-row tensors of an answer, in column order: (field, torch dtype, numpy dtype); ``delta`` is (rows, d).
-_BLOBS = (("delta", torch.float64, np.float64), ("status", torch.int64, np.int64),
-          ("bound", torch.float64, np.float64), ("iterations", torch.int64, np.int64),
-          ("row_time", torch.float64, np.float64), ("fallback", torch.bool, np.bool_))
-
-
-def _shape(name: str, rows: int, d: int) -> tuple[int, ...]:
-    return (rows, d) if name == "delta" else (rows,)
+    @property
+    def rows(self) -> dict:
+        """The row form (``RoundingResult.from_rows`` input)."""
+        return {name: getattr(self, name) for name in _NAMES}
 
 
 def _checksum(key: str, rows: int, d: int, blobs, outcome: str, reason, meta: str) -> str:
@@ -100,6 +96,9 @@ class ResultStore:
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(answers)")}
             if "checksum" not in columns:                   # a store from before checksums
                 self.db.execute("ALTER TABLE answers ADD COLUMN checksum TEXT")
+            for name in _NAMES:                             # a row record added since: its old answers are solved again
+                if name not in columns:
+                    self.db.execute(f"ALTER TABLE answers ADD COLUMN {name} BLOB")
         except sqlite3.DatabaseError as e:
             raise RoundlabError(f"results store {self.path} cannot be opened ({e}); move it away to start over") \
                 from None
@@ -111,27 +110,29 @@ class ResultStore:
         """The answer stored under ``key``, or None: also when its shape does not match (never a wrong answer) and
         when it is damaged (checksum, blob sizes) — a damaged answer is deleted, noted in ``discarded`` and
         announced on stderr, so the caller solves the task again."""
-        row = self.db.execute("SELECT rows, d, delta, status, bound, iterations, row_time, fallback, outcome, "
-                              "reason, meta, checksum FROM answers WHERE key = ?", (key,)).fetchone()
+        cols = ", ".join(_NAMES)
+        row = self.db.execute(f"SELECT rows, d, {cols}, outcome, reason, meta, checksum FROM answers WHERE key = ?",
+                              (key,)).fetchone()
         if row is None or row[0] != rows or row[1] != d:
             return None
-        R, blobs = row[0], row[2:8]
+        n = len(_NAMES)
+        blobs, (outcome, reason, meta_text, checksum) = row[2:2 + n], row[2 + n:]
         why = None
-        if row[11] is not None and row[11] != _checksum(key, R, d, blobs, row[8], row[9], row[10]):
+        if any(not isinstance(b, bytes) or len(b) != _NP[name].itemsize * int(np.prod(row_shape(name, rows, d)))
+               for b, name in zip(blobs, _NAMES)):
+            why = "truncated or incomplete data"
+        elif checksum is not None and checksum != _checksum(key, rows, d, blobs, outcome, reason, meta_text):
             why = "checksum mismatch"
-        elif any(not isinstance(b, bytes) or len(b) != np.dtype(nt).itemsize * int(np.prod(_shape(n, R, d)))
-                 for b, (n, _, nt) in zip(blobs, _BLOBS)):
-            why = "truncated data"
         if why is None:
             try:
-                meta = json.loads(row[10])
+                meta = json.loads(meta_text)
             except (TypeError, ValueError):
                 why = "unreadable metadata"
         if why is not None:
             self.discard(key, why)
             return None
-        tensors = {n: _tensor(b, nt, _shape(n, R, d)) for b, (n, _, nt) in zip(blobs, _BLOBS)}
-        return Answer(**tensors, outcome=row[8], reason=row[9], meta=meta)
+        tensors = {name: _tensor(b, _NP[name], row_shape(name, rows, d)) for b, name in zip(blobs, _NAMES)}
+        return Answer(outcome=outcome, reason=reason, meta=meta, **tensors)
 
     def discard(self, key: str, why: str) -> None:
         """Delete a damaged answer (it is solved again) and say so."""
@@ -143,9 +144,10 @@ class ResultStore:
     def put(self, key: str, a: Answer) -> None:
         """Record ``a`` under ``key`` (one durable transaction; an existing key is replaced)."""
         R, d = a.delta.shape
-        blobs = tuple(_blob(getattr(a, n), tt) for n, tt, _ in _BLOBS)
+        blobs = tuple(_blob(getattr(a, name), dtype) for name, dtype in ROW_COLUMNS)
         meta = json.dumps(a.meta, default=str, sort_keys=True)
-        self._write("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        cols = ", ".join(("key", "rows", "d") + _NAMES + ("outcome", "reason", "meta", "created", "checksum"))
+        self._write(f"INSERT OR REPLACE INTO answers ({cols}) VALUES ({', '.join('?' * (len(_NAMES) + 8))})",
                     (key, R, d, *blobs, a.outcome, a.reason, meta, time.time(),
                      _checksum(key, R, d, blobs, a.outcome, a.reason, meta)))
 

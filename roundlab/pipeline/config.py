@@ -16,6 +16,7 @@ from roundlab.errors import RoundlabError
 from roundlab.pipeline.lam import CONVENTIONS, HEAD_LAMS
 from roundlab.pipeline.wqer import PARTITIONS
 from roundlab.quant.grid import check_bits
+from roundlab.validate import check_known
 
 DATA_FLOWS = ("independent", "sequential")
 ROUNDING_LAYERS = ("all", "qkv_fc1")
@@ -77,14 +78,14 @@ class ERQConfig:
     def __post_init__(self):
         check_bits(self.wbits, "wbits")
         check_bits(self.abits, "abits")
-        _one_of("method", self.method, METHODS)
-        _one_of("calibration", self.calibration, ("percentile", "minmax"))
-        _one_of("rounding_layers", self.rounding_layers, ROUNDING_LAYERS)
-        _one_of("lam_convention", self.lam_convention, CONVENTIONS)
-        _one_of("head_lam", self.head_lam, HEAD_LAMS)
-        _one_of("partition", self.partition, PARTITIONS)
-        _one_of("data_flow", self.data_flow, DATA_FLOWS)
-        _one_of("records", self.records, RECORDS)
+        check_known("method", self.method, METHODS)
+        check_known("calibration", self.calibration, ("percentile", "minmax"))
+        check_known("rounding_layers", self.rounding_layers, ROUNDING_LAYERS)
+        check_known("lam_convention", self.lam_convention, CONVENTIONS)
+        check_known("head_lam", self.head_lam, HEAD_LAMS)
+        check_known("partition", self.partition, PARTITIONS)
+        check_known("data_flow", self.data_flow, DATA_FLOWS)
+        check_known("records", self.records, RECORDS)
         if not (isinstance(self.lam, (int, float)) and not isinstance(self.lam, bool) and math.isfinite(self.lam)
                 and self.lam >= 0):
             raise RoundlabError(f"lam must be a number >= 0 and finite, got {self.lam!r}")
@@ -111,7 +112,7 @@ class ERQConfig:
     @classmethod
     def for_method(cls, method: str = "erq", **overrides) -> "ERQConfig":
         """A config for a named method (``METHODS``), with explicit ``overrides`` taking precedence."""
-        _one_of("method", method, METHODS)
+        check_known("method", method, METHODS)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -151,12 +152,16 @@ class ERQConfig:
 
         Left out: where and how it runs (device, batch size, evaluation size, executor, workers). Fields added after
         the first release (:data:`LATER_FIELDS`) count only when they differ from their default, so older runs keep
-        their digests."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NOT_DIGESTED}
-        for k, default in LATER_FIELDS.items():
-            if d.get(k) == default:
-                del d[k]
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        their digests. Computed once per config (it is frozen)."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            d = {k: v for k, v in self.to_dict().items() if k not in NOT_DIGESTED}
+            for k, default in LATER_FIELDS.items():
+                if d.get(k) == default:
+                    del d[k]
+            cached = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            object.__setattr__(self, "_digest", cached)
+        return cached
 
 
 #: Fields that never change the quantized weights.
@@ -182,8 +187,3 @@ def check_device(device) -> None:
                                 f"cuda:{count - 1})")
     elif dev.type not in ("cpu", "mps"):
         raise RoundlabError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
-
-
-def _one_of(name: str, value, choices) -> None:
-    if value not in choices:
-        raise RoundlabError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, choices))}")

@@ -10,22 +10,21 @@ an interruption and finished layers are loaded instead of recomputed.
 from __future__ import annotations
 
 import copy
-import io
 import json
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-import roundlab
 from roundlab.errors import RoundlabError
 from roundlab.pipeline.capture import run_capturing
 from roundlab.pipeline.config import ERQConfig
+from roundlab.pipeline.fp_cache import fp_reference
+from roundlab.pipeline.provenance import peak_memory_mb, versions
 from roundlab.pipeline.rundir import RunState, atomic_write, check_run_dir
 from roundlab.pipeline.stages import process_layer
+from roundlab.pipeline.summary import print_table, sum_wqer  # noqa: F401  (print_table: the CLI's import)
 from roundlab.threads import fixed_threads
 
 
@@ -34,7 +33,7 @@ def default_run_dir(config: ERQConfig) -> Path:
                            f"{config.digest()}")
 
 
-def _write_layer(layer, state: dict, final: bool) -> None:
+def write_layer(layer, state: dict, final: bool) -> None:
     """Write the post-Aqer (``final=False``) or final weights of ``state`` into ``layer``."""
     W = state["W" if final else "W_aqer"]
     b = state.get("b" if final else "b_aqer")
@@ -44,18 +43,12 @@ def _write_layer(layer, state: dict, final: bool) -> None:
             layer.bias.copy_(b.to(layer.bias))
 
 
-def _versions() -> dict:
-    import timm
-
-    return {"roundlab": roundlab.__version__, "torch": torch.__version__, "timm": timm.__version__,
-            "python": sys.version.split()[0], "platform": platform.platform()}
-
-
-def _peak_memory_mb(device: str) -> dict:
-    out = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
+def restore_layer(layer, saved: dict) -> None:
+    """Put a finished layer back as :func:`~roundlab.pipeline.stages.process_layer` left it: its weight quantizer
+    calibrated on the post-Aqer weights (ERQ step 8: the grid Wqer rounded onto), then the final weights."""
+    write_layer(layer, saved, final=False)
+    layer.weight_quantizer.calibrate(layer.weight.detach())
+    write_layer(layer, saved, final=True)
 
 
 def check_finite_parameters(model: torch.nn.Module) -> None:
@@ -113,7 +106,8 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     The model-level API: no data loading, no evaluation, no files unless a :class:`RunState` is given (then finished
     layers are loaded from it and new ones saved to it, and every rounding subproblem's answer is recorded in its
     results store). The returned model has every quantizer on. ``fanout`` (a dict) receives the executor's report:
-    tasks solved and reused, throughput, fallbacks.
+    tasks solved and reused, throughput, fallbacks. ``on_problem(layer, step, problem, result, columns)`` is called
+    for every Wqer segment solved in this call.
     """
     from tqdm.auto import tqdm
 
@@ -121,7 +115,6 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
 
     times = {} if times is None else times
     heldout = calib[:0] if heldout is None else heldout
-    bs = config.batch_size
 
     t = time.perf_counter()
     qmodel, layers, fp_in, fp_in_h = calibrate_and_capture(model, calib, config, heldout)
@@ -133,36 +126,15 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     solver = fanned_solver(config, state)
     try:
         bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
-        for name, layer in bar:
+        for name, layer in bar:                          # in forward order: ERQ's layer-by-layer sweep
             bar.set_postfix_str(name)
             if state is not None and state.done(name) and name in finished:
-                saved = state.load(name)
-                _write_layer(layer, saved, final=False)
-                layer.weight_quantizer.calibrate(layer.weight.detach())
-                _write_layer(layer, saved, final=True)
+                restore_layer(layer, state.load(name))
                 records.append(finished[name])
                 continue
-            X, X_h = fp_in[name], fp_in_h.get(name)
-            X_in, X_in_h = X, X_h
-            if config.data_flow == "sequential":
-                set_quant_state(qmodel, weight=True, act=True)
-                X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name, batch_size=bs)[name]
-                if X_h is not None:
-                    X_in_h = run_capturing(qmodel, heldout, {name: layer}, stop_after=name, batch_size=bs)[name]
-                set_quant_state(qmodel, weight=False, act=False)
-            solver.set_context(layer=name)
-            n_fallbacks = len(solver.stats.fallbacks)
-            try:
-                with fixed_threads(1):      # persisted numbers independent of the thread count (threads.py)
-                    record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
-                                                      on_problem=on_problem)
-            except RoundlabError as e:
-                raise RoundlabError(f"layer {name}: {e}" if name not in str(e) else str(e)) from None
-            record["digest"] = config.digest()
-            record["fallbacks"] = solver.stats.fallbacks[n_fallbacks:]
-            _write_layer(layer, new_state, final=True)
-            if state is not None:
-                state.save(name, new_state, record)
+            X_in, X_in_h = _layer_input(qmodel, name, layer, calib, heldout, fp_in[name], fp_in_h.get(name), config)
+            record = _quantize_layer(name, layer, fp_in[name], X_in, fp_in_h.get(name), X_in_h, config, solver,
+                                     on_problem, state)
             records.append(record)
     finally:
         solver.close()
@@ -171,6 +143,42 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     times["layers_s"] = time.perf_counter() - t
     set_quant_state(qmodel, weight=True, act=True)
     return qmodel, records
+
+
+def _layer_input(qmodel, name, layer, calib, heldout, X, X_h, config: ERQConfig):
+    """The input the layer sees: the FP network's (``independent``), or that of the network quantized so far
+    (``sequential``: a forward pass up to this layer with every earlier layer's quantizers on)."""
+    from roundlab.quant import set_quant_state
+
+    if config.data_flow != "sequential":
+        return X, X_h
+    bs = config.batch_size
+    set_quant_state(qmodel, weight=True, act=True)
+    X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name, batch_size=bs)[name]
+    X_in_h = None if X_h is None else \
+        run_capturing(qmodel, heldout, {name: layer}, stop_after=name, batch_size=bs)[name]
+    set_quant_state(qmodel, weight=False, act=False)
+    return X_in, X_in_h
+
+
+def _quantize_layer(name, layer, X, X_in, X_h, X_in_h, config: ERQConfig, solver, on_problem,
+                    state: RunState | None) -> dict:
+    """Aqer + Wqer on one layer (:func:`process_layer`), its final weights written into it and, with a run
+    directory, saved there; returns its record."""
+    solver.set_context(layer=name)
+    n_fallbacks = len(solver.stats.fallbacks)
+    try:
+        with fixed_threads(1):      # persisted numbers independent of the thread count (threads.py)
+            record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
+                                              on_problem=on_problem)
+    except RoundlabError as e:
+        raise RoundlabError(f"layer {name}: {e}" if name not in str(e) else str(e)) from None
+    record["digest"] = config.digest()
+    record["fallbacks"] = solver.stats.fallbacks[n_fallbacks:]
+    write_layer(layer, new_state, final=True)
+    if state is not None:
+        state.save(name, new_state, record)
+    return record
 
 
 def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = False,
@@ -199,8 +207,8 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     times["load_s"] = time.perf_counter() - t
     with RunState(run_dir, config, fresh) as state:
         t = time.perf_counter()
-        fp_metrics, reference = _fp_reference(model, test, config, cache_dir=state.dir.parent / "_fp_cache",
-                                               fresh=fresh)
+        fp_metrics, reference = fp_reference(model, test, config, cache_dir=state.dir.parent / "_fp_cache",
+                                             fresh=fresh)
         times["fp_eval_s"] = time.perf_counter() - t
 
         fanout: dict = {}
@@ -220,9 +228,9 @@ def _finish(config, state, qmodel, records, test, reference, fp_metrics, times, 
     times["total_s"] = time.perf_counter() - t_all
 
     result = {
-        "config": config.to_dict(), "digest": config.digest(), "versions": _versions(),
-        "fp": fp_metrics, "quantized": metrics, "times": times, "memory": _peak_memory_mb(config.device),
-        "wqer": _sum_wqer(records), "n_layers": len(records), "fanout": fanout,
+        "config": config.to_dict(), "digest": config.digest(), "versions": versions(),
+        "fp": fp_metrics, "quantized": metrics, "times": times, "memory": peak_memory_mb(config.device),
+        "wqer": sum_wqer(records), "n_layers": len(records), "fanout": fanout,
         "fallback_rows": sum(f["rows"][1] - f["rows"][0] for r in records for f in r.get("fallbacks", [])),
         "paths": {"dir": str(state.dir), "records": str(state.records.path),
                   "result": str(state.dir / "result.json")},
@@ -233,60 +241,3 @@ def _finish(config, state, qmodel, records, test, reference, fp_metrics, times, 
         print(f"warning: {result['fallback_rows']} rounding row(s) fell back to round-to-nearest "
               f"({'; '.join(reasons)[:300]}); see 'fallbacks' in {state.records.path}", file=sys.stderr)
     return result
-
-
-def _fp_reference(model, test, config: ERQConfig, cache_dir: Path, fresh: bool = False) -> tuple[dict, torch.Tensor]:
-    """FP metrics and logits on the test split, cached by a hash of the weights and the evaluated images."""
-    import hashlib
-
-    from roundlab.evaluate import evaluate
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(f"{len(test)}:{config.eval_images}:{config.dataset}:{config.data_root}".encode())
-    path = cache_dir / f"{config.model}-{h.hexdigest()[:16]}.pt"
-    if path.exists() and not fresh:
-        try:    # never unpickle code from the run tree: tensors and plain values only
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            return saved["metrics"], saved["logits"]
-        except Exception as e:  # damaged, foreign or crafted: recomputed and replaced below
-            print(f"roundlab: warning: ignoring the FP-logit cache {path} ({type(e).__name__}); recomputing",
-                  file=sys.stderr)
-    out = evaluate(model, test, batch_size=config.batch_size, device=config.device, return_logits=True)
-    logits = out.pop("logits")
-    out.update(agreement=1.0, kl=0.0)
-    buf = io.BytesIO()
-    torch.save({"metrics": out, "logits": logits}, buf)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buf.getvalue())
-    return out, logits
-
-
-def _sum_wqer(records: list[dict]) -> dict:
-    out = {"objective": 0.0, "objective_nearest": 0.0, "solver_time_s": 0.0, "status": {}}
-    for r in records:
-        w = r.get("wqer") or {}
-        for k in ("objective", "objective_nearest", "solver_time_s"):
-            out[k] += w.get(k, 0.0)
-        for k, v in w.get("status", {}).items():
-            out["status"][k] = out["status"].get(k, 0) + v
-    return out
-
-
-def print_table(results: list[dict], file=None) -> None:
-    """A plain results table: one row per run."""
-    head = f"{'model':12s} {'W/A':5s} {'method':7s} {'solver':9s} {'top1':>6s} {'top5':>6s} " \
-           f"{'agree':>6s} {'KL':>8s} {'time s':>7s}"
-    print(head, file=file)
-    print("-" * len(head), file=file)
-    for r in results:
-        c, m = r["config"], r["quantized"]
-        solver = c["solver"] if c["wqer"] else "-"
-        print(f"{c['model']:12s} W{c['wbits']}A{c['abits']} {c['method']:7s} {solver:9s} "
-              f"{100 * m['top1']:6.2f} {100 * m.get('top5', float('nan')):6.2f} {100 * m['agreement']:6.2f} "
-              f"{m['kl']:8.4f} {r['times']['total_s']:7.1f}", file=file)
-    if results:
-        fp = results[0]["fp"]
-        print(f"FP reference: top1 {100 * fp['top1']:.2f}", file=file)

@@ -41,7 +41,6 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
     t0 = time.perf_counter()
     kind = getattr(layer, "kind", "linear")
     wq = layer.weight_quantizer
-    bits = wq.bits
     W0 = layer.weight.detach().reshape(layer.weight.shape[0], -1).to(torch.float64)
     b0 = None if layer.bias is None else layer.bias.detach().to(torch.float64)
     Xbar = quantize_input(layer, X_in)
@@ -67,40 +66,55 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
     wqer_totals = None
     Wf, bf = WA, bA
     if config.wqer:
-        scale, zero = wq.element_grid()
-        scale = torch.as_tensor(scale).reshape(-1, 1) if torch.as_tensor(scale).dim() == 1 else scale
-        zero = torch.as_tensor(zero).reshape(-1, 1) if torch.as_tensor(zero).dim() == 1 else zero
-        allowed = ROUNDING_KINDS[config.rounding_layers]
-        rounding = config.rounding and kind != "patch_embed" and (allowed is None or kind in allowed)
-        lam_w = wqer_constant(config.lam_convention, config.lam, N, kind)
-
-        def run_wqer(rnd, rdg, hook=None):
-            return wqer(WA, bA, Xbar, scale, zero, bits, solver, lam_w, rounding=rnd, ridge=rdg,
-                        partition=config.partition, on_problem=hook)
-
-        res = run_wqer(rounding, config.ridge, None if on_problem is None else functools.partial(on_problem, name))
+        res, variants = _run_wqer(name, kind, wq, WA, bA, Xbar, config, solver, on_problem)
         Wf, bf = res.W, res.b
         wqer_totals = res.totals()
         weights["wqer"] = (Wf, bf)
-        if config.records == "full":          # the two halves of Wqer on their own (paper Figs. 6-7)
-            if rounding:
-                r = run_wqer(True, False)
-                weights["rounding_only"] = (r.W, r.b)
-            r = run_wqer(False, True)
-            weights["ridge_only"] = (r.W, r.b)
+        weights.update(variants)
     weights["final"] = (rtn(Wf), bf)
 
-    errors = {k: output_error(W0, b0, X, Wk, bk, Xbar) for k, (Wk, bk) in weights.items()}
-    record = {
-        "layer": name, "kind": kind, "shape": list(layer.weight.shape), "n_calib": N,
-        "errors": errors, "ratios": reduction_ratios(errors), "wqer": wqer_totals,
-    }
-    if Xbar_h is not None and Xbar_h.shape[0] > 0:
-        errors_h = {k: output_error(W0, b0, X_heldout, Wk, bk, Xbar_h) for k, (Wk, bk) in weights.items()}
-        record["errors_heldout"] = errors_h
-        record["ratios_heldout"] = reduction_ratios(errors_h)
+    errors = _error_records(weights, W0, b0, X, Xbar, X_heldout, Xbar_h)
+    record = {"layer": name, "kind": kind, "shape": list(layer.weight.shape), "n_calib": N,
+              "errors": errors.pop("errors"), "ratios": errors.pop("ratios"), "wqer": wqer_totals, **errors}
     record["time_s"] = time.perf_counter() - t0
     state = {"W_aqer": WA, "W": Wf}
     if bA is not None:
         state["b_aqer"], state["b"] = bA, bf
     return record, state
+
+
+def _run_wqer(name, kind, wq, WA, bA, Xbar, config: ERQConfig, solver, on_problem):
+    """Wqer on the post-Aqer weights with the layer's weight grid; with ``records="full"`` also its two halves on
+    their own (rounding only, ridge only: paper Figs. 6-7). Returns the main result and those variants' weights."""
+    scale, zero = wq.element_grid()
+    scale = torch.as_tensor(scale).reshape(-1, 1) if torch.as_tensor(scale).dim() == 1 else scale
+    zero = torch.as_tensor(zero).reshape(-1, 1) if torch.as_tensor(zero).dim() == 1 else zero
+    allowed = ROUNDING_KINDS[config.rounding_layers]
+    rounding = config.rounding and kind != "patch_embed" and (allowed is None or kind in allowed)
+    lam_w = wqer_constant(config.lam_convention, config.lam, Xbar.shape[0], kind)
+
+    def run(rnd, rdg, hook=None):
+        return wqer(WA, bA, Xbar, scale, zero, wq.bits, solver, lam_w, rounding=rnd, ridge=rdg,
+                    partition=config.partition, on_problem=hook)
+
+    res = run(rounding, config.ridge, None if on_problem is None else functools.partial(on_problem, name))
+    variants = {}
+    if config.records == "full":
+        if rounding:
+            r = run(True, False)
+            variants["rounding_only"] = (r.W, r.b)
+        r = run(False, True)
+        variants["ridge_only"] = (r.W, r.b)
+    return res, variants
+
+
+def _error_records(weights: dict, W0, b0, X, Xbar, X_heldout, Xbar_h) -> dict:
+    """Eq. 4's output error of every weight variant against the FP layer, with the reduction ratios (Figs. 5-9);
+    on the held-out images too when there are any."""
+    errors = {k: output_error(W0, b0, X, Wk, bk, Xbar) for k, (Wk, bk) in weights.items()}
+    out = {"errors": errors, "ratios": reduction_ratios(errors)}
+    if Xbar_h is not None and Xbar_h.shape[0] > 0:
+        errors_h = {k: output_error(W0, b0, X_heldout, Wk, bk, Xbar_h) for k, (Wk, bk) in weights.items()}
+        out["errors_heldout"] = errors_h
+        out["ratios_heldout"] = reduction_ratios(errors_h)
+    return out

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from roundlab.errors import RoundlabError
+from roundlab.validate import check_known
 from roundlab.pipeline.aqer import design, split_theta, stack_theta
 from roundlab.pipeline.ridge import cholesky, gram
 from roundlab.quant.grid import fake_quant
@@ -84,72 +84,88 @@ def wqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, scale: tor
     element for dual-uniform rows); ``solver`` is any registered solver instance (called as ``solver(problem)``);
     ``lam`` is the absolute ridge constant (:func:`roundlab.pipeline.lam.wqer_constant`).
     """
-    from roundlab.problem import RoundingProblem
     from roundlab.solvers import get_solver
 
-    if partition not in PARTITIONS:
-        raise RoundlabError(f"unknown partition {partition!r}; choose one of {PARTITIONS}")
+    check_known("partition", partition, PARTITIONS)
     has_bias = b is not None
     theta = stack_theta(W, b)
-    rows, n_w = W.shape
+    n_w = W.shape[1]
     scale = _expand(scale, W.shape).to(theta.device)
     zero = _expand(zero, W.shape).to(theta.device)
     Xt = design(Xbar, has_bias).to(theta.device)
-    N = Xt.shape[0]
     G = gram(Xt)
-    nearest = get_solver("nearest")
-    chosen = solver if rounding else nearest
-    samples = getattr(getattr(chosen, "config", None), "objective", "proxy") == "samples"
+    chosen = solver if rounding else get_solver("nearest")
+    shared = partition == "natural"          # every row shares its columns: one M, one Cholesky factor per step
+    segment = _Segments(theta, Xt, G, scale, zero, bits, samples=chosen.objective == "samples", shared=shared)
     result = WqerResult(W=theta, b=None)
 
-    n_cols = theta.shape[1]
-    last = n_cols - 1
-    # active[i] lists row i's active columns in increasing order; natural partition keeps all rows equal.
-    active = torch.arange(n_cols, device=theta.device).expand(rows, n_cols).clone()
-    step = 0
-    while active.shape[1] > 1:
+    last = theta.shape[1] - 1
+    # active[i] lists row i's active columns in increasing order; the natural partition keeps all rows equal.
+    active = torch.arange(theta.shape[1], device=theta.device).expand(theta.shape[0], -1).clone()
+    while active.shape[1] > 1:                                              # Alg. 1: halve the active columns
         t0 = time.perf_counter()
         n_q = active.shape[1] // 2
         if partition == "natural":
             S, R = active[:, :n_q], active[:, n_q:]
         else:
             S, R = _error_partition(theta, active, scale, zero, bits, n_q, last, n_w)
-        w = torch.gather(theta, 1, S)
-        s_S, z_S = torch.gather(scale, 1, S.clamp(max=n_w - 1)), torch.gather(zero, 1, S.clamp(max=n_w - 1))
-        shared = partition == "natural"
-        if samples:   # the solver minimises the N-sample objective itself (the paper's "MIQP w/o proxy")
-            Xs = Xt[:, S[0]] if shared else Xt.T[S].transpose(1, 2)
-            problem = RoundingProblem.from_grid(w, s_S, z_S, bits, X=Xs)
-        else:
-            M = (G[S[0]][:, S[0]] if shared else G[S[:, :, None], S[:, None, :]]) / N
-            problem = RoundingProblem.from_grid(w, s_S, z_S, bits, M=M)
+        problem = segment.problem(S)                                        # Eq. 12-16: round Θ[:, S] ...
         res = chosen(problem)
-        delta = res.delta.to(torch.float64)
-        obj_nearest = float(problem.objective(problem.nearest()).sum())
-        if ridge:
-            if shared:
-                r0, s0 = R[0], S[0]
-                L = cholesky(G[r0][:, r0], lam, what="Wqer Gram matrix")
-                Z = torch.cholesky_solve(G[r0][:, s0] @ delta.T, L)            # (|R|, rows)
-                theta[:, r0] -= Z.T
-            else:
-                G_RR = G[R[:, :, None], R[:, None, :]]
-                G_RS = G[R[:, :, None], S[:, None, :]]
-                L = cholesky(G_RR, lam, what="Wqer Gram matrix")
-                Z = torch.cholesky_solve(G_RS @ delta[:, :, None], L)[..., 0]  # (rows, |R|)
-                theta.scatter_(1, R, torch.gather(theta, 1, R) - Z)
+        if ridge:                                                           # Eq. 17: ... and absorb δ into Θ[:, R]
+            _ridge_update(theta, G, S, R, res.delta.to(torch.float64), lam, shared)
         theta.scatter_(1, S, problem.quantized(res.delta).to(theta.dtype))
         if on_problem is not None:
-            on_problem(step, problem, res, S)
-        result.steps.append(WqerStep(step=step, n_cols=n_q, objective=float(res.objective.sum()),
-                                     objective_nearest=obj_nearest, summary=res.summary(),
-                                     time_s=time.perf_counter() - t0))
+            on_problem(len(result.steps), problem, res, S)
+        result.steps.append(WqerStep(step=len(result.steps), n_cols=n_q, objective=float(res.objective.sum()),
+                                     objective_nearest=float(problem.objective(problem.nearest()).sum()),
+                                     summary=res.summary(), time_s=time.perf_counter() - t0))
         active = R
-        step += 1
     if not has_bias:  # the last weight column is left FP by the halving loop: round it to nearest (ERQ_SPEC §6.6)
         theta[:, last] = fake_quant(theta[:, last], scale[:, last], zero[:, last], bits, "round")
     result.W, result.b = split_theta(theta, has_bias)
     return result
+
+
+class _Segments:
+    """Builds the rounding problem of the columns ``S`` of Θ: proxy ``M = X̃_Sᵀ X̃_S / N`` from the Gram matrix, or
+    the N samples ``X̃_S`` for a solver that minimises the samples objective (the paper's "MIQP w/o proxy")."""
+
+    def __init__(self, theta, Xt, G, scale, zero, bits, samples: bool, shared: bool):
+        self.theta, self.Xt, self.G, self.N = theta, Xt, G, Xt.shape[0]
+        self.scale, self.zero, self.bits = scale, zero, bits
+        self.samples, self.shared = samples, shared
+
+    def problem(self, S: torch.Tensor):
+        from roundlab.problem import RoundingProblem
+
+        n_w = self.scale.shape[1]
+        w = torch.gather(self.theta, 1, S)
+        s_S = torch.gather(self.scale, 1, S.clamp(max=n_w - 1))
+        z_S = torch.gather(self.zero, 1, S.clamp(max=n_w - 1))
+        shared = self.shared
+        if self.samples:
+            Xs = self.Xt[:, S[0]] if shared else self.Xt.T[S].transpose(1, 2)
+            return RoundingProblem.from_grid(w, s_S, z_S, self.bits, X=Xs)
+        G = self.G
+        M = (G[S[0]][:, S[0]] if shared else G[S[:, :, None], S[:, None, :]]) / self.N
+        return RoundingProblem.from_grid(w, s_S, z_S, self.bits, M=M)
+
+
+def _ridge_update(theta: torch.Tensor, G: torch.Tensor, S: torch.Tensor, R: torch.Tensor, delta: torch.Tensor,
+                  lam: float, shared: bool) -> None:
+    """Paper Eq. 17, in place: ``Θ[i, R] −= ((G_RR + λI)⁻¹ G_RS δ_iᵀ)ᵀ``; one Cholesky factor for all rows when
+    they share their columns (``shared``), else one per row."""
+    if shared:
+        r0, s0 = R[0], S[0]
+        L = cholesky(G[r0][:, r0], lam, what="Wqer Gram matrix")
+        Z = torch.cholesky_solve(G[r0][:, s0] @ delta.T, L)            # (|R|, rows)
+        theta[:, r0] -= Z.T
+    else:
+        G_RR = G[R[:, :, None], R[:, None, :]]
+        G_RS = G[R[:, :, None], S[:, None, :]]
+        L = cholesky(G_RR, lam, what="Wqer Gram matrix")
+        Z = torch.cholesky_solve(G_RS @ delta[:, :, None], L)[..., 0]  # (rows, |R|)
+        theta.scatter_(1, R, torch.gather(theta, 1, R) - Z)
 
 
 def _error_partition(theta, active, scale, zero, bits, n_q, last, n_w):

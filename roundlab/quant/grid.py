@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from roundlab.errors import RoundlabError
+from roundlab.validate import check_known
 
 MIN_BITS, MAX_BITS = 2, 8
 ROUNDING = {"round": torch.round, "floor": torch.floor, "ceil": torch.ceil}
@@ -32,8 +33,9 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: i
     """Quantize-dequantize ``x`` on the uniform grid ``(scale, zero, bits)`` with rounding ``mode``."""
     try:
         rho = ROUNDING[mode]
-    except KeyError:
-        raise RoundlabError(f"unknown rounding mode {mode!r}; choose one of {sorted(ROUNDING)}") from None
+    except (KeyError, TypeError):
+        check_known("rounding mode", mode, sorted(ROUNDING))
+        raise
     q = torch.clamp(rho(x / scale) + zero, 0, levels(bits))
     return (q - zero) * scale
 

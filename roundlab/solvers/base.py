@@ -20,11 +20,8 @@ import torch
 
 from roundlab.errors import RoundlabError
 from roundlab.validate import check_bool, check_choice, check_float, check_int  # noqa: F401  (solvers import them from here)
-from roundlab.problem import F64, RoundingProblem, RoundingResult, Status, relative_gap
-
-#: Integer codes for per-row status tensors (batched solvers): ``STATUSES[code]``.
-STATUSES: tuple[Status, ...] = tuple(Status)
-CODE = {s: i for i, s in enumerate(STATUSES)}
+from roundlab.problem import RoundingProblem
+from roundlab.result import CODE, ROW_FIELDS, STATUSES, RoundingResult, Status  # noqa: F401  (CODE, STATUSES: for solvers)
 
 
 # --------------------------------------------------------------------------------------------------- configs
@@ -64,6 +61,10 @@ class Solution:
     row_time: torch.Tensor | None = None
     fallback: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+
+
+assert all(f.name in {x.name for x in dataclasses.fields(Solution)} for f in ROW_FIELDS), \
+    "every ROW_FIELDS entry is a Solution attribute"
 
 
 def start_point(problem: RoundingProblem, init: torch.Tensor | None) -> torch.Tensor:
@@ -195,34 +196,16 @@ class Solver(ABC):
         elapsed = time.perf_counter() - t0
         return self._result(problem, sol, elapsed)
 
-    # ------------------------------------------------------------------------------------------ invariants
     def _result(self, problem: RoundingProblem, sol: Solution, elapsed: float) -> RoundingResult:
+        """The checked result (:meth:`RoundingResult.from_rows`) of ``sol``; records it leaves out get their fill
+        (``row_time``: the call's time split evenly)."""
         R = problem.rows
-        delta = sol.delta
-        if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != problem.shape:
-            raise RoundlabError(f"{self._label()} returned delta of shape "
-                                f"{tuple(getattr(delta, 'shape', ()))}, expected {problem.shape}")
-        delta = delta.to(device=problem.device, dtype=F64)
-        off = ~problem.on_candidates(delta)
-        if bool(off.any()):
-            raise RoundlabError(f"{self._label()} returned {int(off.sum())} element(s) off the floor/ceil "
-                                f"candidates (a solver bug)")
-        objective = problem.objective(delta).cpu()
-        codes = _codes(sol.status, R, self._label())
-        bound = _vec(sol.bound, R, torch.nan, F64)
-        iterations = _vec(sol.iterations, R, 0, torch.long)
-        fallback = _vec(sol.fallback, R, False, torch.bool)
-        row_time = _vec(sol.row_time, R, elapsed / R, F64)
-        trivial = ~problem.free.any(1).cpu()          # nothing to choose: the answer is the optimum
-        if bool(trivial.any()):
-            codes = torch.where(trivial, torch.full_like(codes, CODE[Status.OPTIMAL]), codes)
-            bound = torch.where(trivial, objective, bound)
-        gap = relative_gap(objective, bound)
-        status = tuple(STATUSES[c] for c in codes.tolist())
-        return RoundingResult(delta=delta, objective=objective, status=status, bound=bound, gap=gap,
-                              time=elapsed, row_time=row_time, iterations=iterations, fallback=fallback,
-                              solver=self.name or type(self).__name__, config=self.config.asdict(),
-                              info=dict(sol.info))
+        rows = {"delta": sol.delta, "status": _codes(sol.status, R, self._label())}
+        fills = {"row_time": elapsed / R}
+        for f in ROW_FIELDS:
+            rows[f.name] = _vec(getattr(sol, f.name), R, fills.get(f.name, f.fill), f.dtype)
+        return RoundingResult.from_rows(problem, rows, solver=self.name or type(self).__name__,
+                                        config=self.config.asdict(), time=elapsed, info=sol.info, label=self._label())
 
 
 def _codes(status, R: int, label: str) -> torch.Tensor:

@@ -48,6 +48,7 @@ def new_state(K: int, k: int, root_bound: float) -> dict:
             "partial": np.zeros((K, k + 1)), "pos": pos, "ub": np.zeros(1)}
 
 
+# One function on purpose (75 lines): numba compiles it to one loop without calls in the node hot path.
 @njit(cache=True, nogil=True)
 def search(Rm, ctr, rc, const, slack, rtol, x, best, state, first, lb2, nodelb, terms, partial, pos, ub, budget):
     """Continue the enumeration for at most ``budget`` nodes. Returns True when the search space is exhausted.

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from roundlab.errors import RoundlabError
+from roundlab.validate import check_known
 from roundlab.problem import F64, RoundingProblem
 
 METHODS = ("auto", "eig", "jacobi", "mixing", "sdp", "zero")
@@ -262,8 +263,7 @@ def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 
     """
     if not isinstance(problem, RoundingProblem):
         raise RoundlabError(f"lower_bound expects a RoundingProblem, got {type(problem).__name__}")
-    if method not in METHODS:
-        raise RoundlabError(f"unknown bound method {method!r}; choose one of {list(METHODS)}")
+    check_known("bound method", method, METHODS)
     t0 = time.perf_counter()
     rows = _Rows(problem)
     per: dict[str, torch.Tensor] = {}
