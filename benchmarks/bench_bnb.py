@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from roundlab.problem import RoundingProblem, Status  # noqa: E402
 from roundlab.solvers import bnb_kernel, get_solver  # noqa: E402
 from roundlab.solvers.bound import lower_bound  # noqa: E402
-from roundlab.solvers.synthetic import vit_like_problem  # noqa: E402
+from roundlab.testing.synthetic import vit_like_problem  # noqa: E402
 
 
 def kernel_speed(nodes: int) -> None:

@@ -4,7 +4,7 @@
     python benchmarks/bench_solvers.py --smoke              # seconds: the same code on tiny sizes
     python benchmarks/bench_solvers.py --d 64,384 --rows 1152 --time-limit 30 --out bench.json
 
-Problems (``roundlab.solvers.synthetic.vit_like_problem``): post-LN-like activations (correlated channels, offsets,
+Problems (``roundlab.testing.synthetic.vit_like_problem``): post-LN-like activations (correlated channels, offsets,
 two heavy outlier channels ×20), Gaussian weights, a 4-bit asymmetric per-row grid fitted to 0.9× the row's range
 (so some elements are clamped), ``M = XᵀX/N``. For each d:
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from roundlab.solvers import get_solver  # noqa: E402
 from roundlab.solvers.bound import lower_bound  # noqa: E402
 from roundlab.solvers.miqp import available_backends  # noqa: E402
-from roundlab.solvers.synthetic import vit_like_problem  # noqa: E402
+from roundlab.testing.synthetic import vit_like_problem  # noqa: E402
 
 HEURISTICS = "nearest,rr,rr:variant=paper,greedy,greedy:start=gptq,tabu,gptq,adaround"   # adaround last (--smoke)
 

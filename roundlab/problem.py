@@ -23,61 +23,8 @@ import torch
 
 from roundlab.errors import RoundlabError
 from roundlab.quant.grid import check_bits, fake_quant
+from roundlab.problem_data import as_float_tensor, check_finite, objective_data, proxy_matrix  # noqa: F401
 from roundlab.result import F64, RoundingResult, Status, relative_gap  # noqa: F401  (their historical home)
-
-
-def _as_float_tensor(x, what: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except Exception:
-            raise RoundlabError(f"{what} must be a tensor, got {type(x).__name__}") from None
-    if not x.is_floating_point():
-        x = x.to(F64)
-    return x
-
-
-def _real_float(x, what: str) -> torch.Tensor:
-    """``x`` as a tensor that is real floating point (complex, integer and boolean data are refused, not cast)."""
-    t = x if isinstance(x, torch.Tensor) else _as_float_tensor(x, what)
-    if t.is_complex() or not t.is_floating_point():
-        raise RoundlabError(f"{what} must be a real floating-point tensor, got {t.dtype}")
-    return t
-
-
-#: Relative tolerance of the PSD check: λ_min(M) ≥ −PSD_RTOL · λ_max(M) (round-off of a float32 Gram matrix).
-PSD_RTOL = 1e-6
-
-
-def _check_psd(M: torch.Tensor) -> None:
-    """``M`` is positive semidefinite within :data:`PSD_RTOL` (the objective is a sum of squares only then)."""
-    ev = torch.linalg.eigvalsh(M)
-    top = ev[..., -1].abs().clamp_min(1e-300)
-    worst = float((ev[..., 0] / top).min())
-    if worst < -PSD_RTOL:
-        raise RoundlabError(f"M is not positive semidefinite (λ_min/λ_max = {worst:.3g}); a Gram matrix X̄ᵀX̄/N "
-                            f"is. Pass check_psd=False only for a solver that handles an indefinite M")
-
-
-def _check_finite(x: torch.Tensor, what: str) -> None:
-    if not bool(torch.isfinite(x).all()):
-        raise RoundlabError(f"{what} contains NaN or infinite values")
-
-
-def proxy_matrix(X: torch.Tensor, covariance: str = "biased") -> torch.Tensor:
-    """ERQ's proxy matrix ``μμᵀ + Σ`` (paper Eq. 12) from samples ``X`` (N, d), in float64.
-
-    ``covariance="biased"`` (1/N) gives exactly ``XᵀX/N`` (ERQ_SPEC §11); ``"unbiased"`` (1/(N−1), ``torch.cov``'s
-    default and the release's choice) gives ``M + Σ_b/(N−1)``, so ``L ≤ proxy ≤ N/(N−1)·L`` for every δ.
-    """
-    X = _as_float_tensor(X, "X").to(F64)
-    if X.dim() != 2 or X.shape[0] < 2:
-        raise RoundlabError(f"X must be (N, d) with N >= 2, got shape {tuple(X.shape)}")
-    if covariance not in ("biased", "unbiased"):
-        raise RoundlabError(f"covariance must be 'biased' or 'unbiased', got {covariance!r}")
-    mu = X.mean(0)
-    sigma = torch.cov(X.T, correction=0 if covariance == "biased" else 1)
-    return torch.outer(mu, mu) + sigma
 
 
 class RoundingProblem:
@@ -94,8 +41,8 @@ class RoundingProblem:
                  X: torch.Tensor | None = None, w: torch.Tensor | None = None, scale: torch.Tensor | None = None,
                  zero: torch.Tensor | None = None, bits: int | None = None, q_lo: torch.Tensor | None = None,
                  q_hi: torch.Tensor | None = None, check_psd: bool = True):
-        lo = _as_float_tensor(lo, "lo")
-        hi = _as_float_tensor(hi, "hi")
+        lo = as_float_tensor(lo, "lo")
+        hi = as_float_tensor(hi, "hi")
         if lo.dim() != 2 or lo.shape != hi.shape:
             raise RoundlabError(f"lo and hi must both be (R, d), got {tuple(lo.shape)} and {tuple(hi.shape)}")
         R, d = lo.shape
@@ -104,33 +51,11 @@ class RoundingProblem:
         device = lo.device
         self.lo = lo.to(F64)
         self.hi = hi.to(device=device, dtype=F64)
-        _check_finite(self.lo, "lo")
-        _check_finite(self.hi, "hi")
+        check_finite(self.lo, "lo")
+        check_finite(self.hi, "hi")
         if bool((self.lo > self.hi).any()):
             raise RoundlabError("every floor candidate must be <= its ceil candidate (lo <= hi)")
-        if (M is None) == (X is None):
-            raise RoundlabError("give exactly one of M (proxy objective, d×d Gram matrix) or X (samples, N×d)")
-        self.X = None
-        if X is not None:
-            X = _real_float(X, "X").to(device=device, dtype=F64)
-            if X.dim() not in (2, 3) or X.shape[-1] != d or (X.dim() == 3 and X.shape[0] != R) or X.shape[-2] < 1:
-                raise RoundlabError(f"X must be (N, {d}) or ({R}, N, {d}), got shape {tuple(X.shape)}")
-            _check_finite(X, "X")
-            self.X = X
-            M = X.transpose(-1, -2) @ X / X.shape[-2]
-            M = (M + M.transpose(-1, -2)) / 2
-        else:
-            M = _real_float(M, "M").to(device=device, dtype=F64)
-            if M.dim() not in (2, 3) or M.shape[-2:] != (d, d) or (M.dim() == 3 and M.shape[0] != R):
-                raise RoundlabError(f"M must be ({d}, {d}) or ({R}, {d}, {d}), got shape {tuple(M.shape)}")
-            _check_finite(M, "M")
-            asym = (M - M.transpose(-1, -2)).abs().amax()
-            if float(asym) > 1e-6 * float(M.abs().amax().clamp_min(1e-300)):
-                raise RoundlabError("M must be symmetric (a Gram matrix X̄ᵀX̄/N)")
-            M = (M + M.transpose(-1, -2)) / 2
-            if check_psd:
-                _check_psd(M)
-        self.M = M
+        self.M, self.X = objective_data(M, X, R, d, device, check_psd)
         self.w, self.scale, self.zero, self.bits, self.q_lo, self.q_hi = w, scale, zero, bits, q_lo, q_hi
 
     # ----------------------------------------------------------------------------------------------- builders
@@ -144,17 +69,17 @@ class RoundingProblem:
         dtype, so they are the very grid points a caller computes with the same function.
         """
         check_bits(bits)
-        w = _as_float_tensor(w, "w")
+        w = as_float_tensor(w, "w")
         if w.dim() != 2:
             raise RoundlabError(f"w must be (R, d), got shape {tuple(w.shape)}")
-        _check_finite(w, "w")
+        check_finite(w, "w")
         try:
             scale = torch.as_tensor(scale, dtype=w.dtype, device=w.device).expand(w.shape)
             zero = torch.as_tensor(zero, dtype=w.dtype, device=w.device).expand(w.shape)
         except RuntimeError:
             raise RoundlabError(f"scale/zero must broadcast to w's shape {tuple(w.shape)}") from None
-        _check_finite(scale, "scale")
-        _check_finite(zero, "zero")
+        check_finite(scale, "scale")
+        check_finite(zero, "zero")
         if bool((scale <= 0).any()):
             raise RoundlabError("scale must be > 0 everywhere")
         q_lo = fake_quant(w, scale, zero, bits, "floor")
@@ -280,7 +205,7 @@ class RoundingProblem:
 
     def snap(self, delta: torch.Tensor, what: str = "init", rtol: float = 1e-6) -> torch.Tensor:
         """Map ``delta`` (any float dtype) to the exact candidates; error if an element is not close to either."""
-        delta = _as_float_tensor(delta, what)
+        delta = as_float_tensor(delta, what)
         if tuple(delta.shape) != self.shape:
             raise RoundlabError(f"{what} must have shape {self.shape}, got {tuple(delta.shape)}")
         delta = delta.to(device=self.device, dtype=F64)

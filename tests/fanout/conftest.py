@@ -1,6 +1,6 @@
 import pytest
 
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ sys.path.insert(0, str(HERE.parent / "pipeline"))
 
 from tiny_models import tiny_model  # noqa: E402
 
+import roundlab.testing.faulty  # noqa: E402,F401  (registers the solver this run uses)
 from roundlab.pipeline.config import ERQConfig  # noqa: E402
 from roundlab.pipeline.run import RunState, erq_quantize  # noqa: E402
 

@@ -7,7 +7,7 @@ from roundlab.errors import RoundlabError
 from roundlab.fanout import FannedSolver, ResultStore, get_executor, task_key
 from roundlab.problem import Status
 from roundlab.solvers import get_solver
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 
 
 def test_chunked_answers_equal_the_unchunked_solve_and_look_like_the_inner_solver(problem):

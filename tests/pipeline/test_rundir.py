@@ -21,7 +21,7 @@ from roundlab.pipeline.run import erq_quantize
 from roundlab.pipeline.rundir import RunState
 from roundlab.problem import RoundingProblem
 from roundlab.solvers import get_solver
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import tiny_model  # noqa: E402

@@ -13,7 +13,7 @@ import torch
 
 from roundlab.problem import RoundingProblem
 from roundlab.solvers import get_solver
-from roundlab.solvers.synthetic import vit_like_samples
+from roundlab.testing.synthetic import vit_like_samples
 
 KINDS = ("outlier", "clamped", "dual", "perrow", "samples")
 SEEDS = (0, 1, 2)

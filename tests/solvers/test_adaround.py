@@ -6,7 +6,7 @@ import torch
 from roundlab.errors import RoundlabError
 from roundlab.solvers import get_solver
 from roundlab.solvers.adaround import AdaRoundConfig, beta_at, rectified_sigmoid, relaxation_grad
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 
 from .cases import case
 

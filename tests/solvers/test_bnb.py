@@ -11,7 +11,7 @@ from roundlab.problem import RoundingProblem, Status
 from roundlab.solvers import bnb_kernel, get_solver
 from roundlab.solvers.bound import lower_bound
 from roundlab.solvers.miqp import available_backends
-from roundlab.solvers.synthetic import vit_like_problem, vit_like_samples
+from roundlab.testing.synthetic import vit_like_problem, vit_like_samples
 
 F64 = torch.float64
 
@@ -171,7 +171,7 @@ _KILL_TARGET = """
 import sys, torch
 from roundlab.fanout import FannedSolver, ResultStore
 from roundlab.solvers import get_solver
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 torch.set_num_threads(1)
 p = vit_like_problem(48, 30, seed=21)
 s = FannedSolver(get_solver("bnb"), store=ResultStore(sys.argv[1]), chunk_rows=2)

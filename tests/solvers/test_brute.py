@@ -29,6 +29,6 @@ def test_matches_itertools_enumeration(kind):
 
 
 def test_too_many_free_elements_is_one_clear_error():
-    from roundlab.solvers.synthetic import vit_like_problem
+    from roundlab.testing.synthetic import vit_like_problem
     with pytest.raises(RoundlabError, match="max_free=10"):
         get_solver("brute", max_free=10)(vit_like_problem(1, 16, seed=0, clip=1.0))

@@ -54,7 +54,7 @@ def test_iteration_limit_is_reported():
 
 
 def test_beats_nearest_and_rr_on_outlier_problems():
-    from roundlab.solvers.synthetic import vit_like_problem
+    from roundlab.testing.synthetic import vit_like_problem
     p = vit_like_problem(32, 64, seed=4)
     near = float(p.objective(p.nearest()).sum())
     g = float(get_solver("greedy")(p).objective.sum())

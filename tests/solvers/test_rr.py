@@ -7,7 +7,7 @@ import torch
 from roundlab.problem import RoundingProblem, Status
 from roundlab.solvers import get_solver
 
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 
 from .cases import case
 

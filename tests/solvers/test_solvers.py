@@ -14,9 +14,13 @@ from .cases import ALL_CASES, case, optimum
 #: Options that keep the generic sweep fast (the dedicated test files cover the defaults).
 FAST = {"adaround": {"iters": 300}, "miqp": {"backend": "highs" if "highs" in available_backends() else "cbc",
                                              "warm_start": None}}
-#: Solvers that start from round-to-nearest (or init) and promise never to end worse than that start.
-FROM_START = {"rr", "greedy", "tabu", "adaround", "gptq", "miqp", "bnb"}
 SOLVERS = list_solvers(available_only=True)
+#: Solvers that declare (``monotone``) they never end worse than their start (round-to-nearest or init).
+FROM_START = {n for n in SOLVERS if solver_class(n).monotone}
+
+
+def test_local_and_exact_methods_declare_monotone():
+    assert {"rr", "greedy", "tabu", "adaround", "gptq", "miqp", "bnb"} <= FROM_START
 
 
 def _solver(name, **extra):

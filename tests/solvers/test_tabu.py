@@ -6,7 +6,7 @@ import torch
 from roundlab.errors import RoundlabError
 from roundlab.problem import Status
 from roundlab.solvers import get_solver
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 
 from .cases import ALL_CASES, case, optimum
 from .test_greedy import one_flip_gains
