@@ -82,6 +82,10 @@ def seeded_start(problem: RoundingProblem, init: torch.Tensor | None, start: str
     return get_solver(start)(problem).delta
 
 
+#: Config options that name another solver as the start (checked against the registry by :meth:`Solver.check`).
+START_OPTIONS = ("start", "warm_start")
+
+
 def check_start(name: str, value, own: str) -> None:
     """``value`` is None or the name of a solver other than ``own`` (checked against the registry on use)."""
     if value is not None and (not isinstance(value, str) or value == own):
@@ -173,6 +177,10 @@ class Solver(ABC):
         if missing:
             raise RoundlabError(f"{self._label()} needs {', '.join(missing)}, which is not installed "
                                 f"(pip install {' '.join(missing)})")
+        for option in START_OPTIONS:               # a start solver named in the config must exist
+            if getattr(self.config, option, None) is not None:
+                from roundlab.solvers.registry import solver_class
+                solver_class(getattr(self.config, option))
         if self.objective == "samples" and problem.X is None:
             raise RoundlabError(f"{self.name} objective='samples' needs a problem built from samples X "
                                 f"(RoundingProblem.from_grid(..., X=...))")

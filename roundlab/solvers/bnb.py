@@ -29,7 +29,7 @@ from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_b
                                    check_start, seeded_start)
 from roundlab.solvers.bound import shor_multipliers
 from roundlab.solvers.qcr import RowQP, build_forms, definite_multipliers, row_qp, vblast_order
-from roundlab.solvers.registry import register_solver, solver_class
+from roundlab.solvers.registry import register_solver
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,6 @@ class BranchAndBound(Solver):
     monotone = True
     batched = False
     devices = ("cpu",)
-
-    def check(self, problem):
-        super().check(problem)
-        if self.config.warm_start is not None:
-            solver_class(self.config.warm_start)
 
     def solve(self, problem, init):
         cfg = self.config

@@ -8,7 +8,7 @@ from roundlab.errors import RoundlabError
 from roundlab.problem import Status
 from roundlab.solvers import get_solver
 from roundlab.solvers.miqp import BACKENDS, available_backends
-from roundlab.solvers.synthetic import vit_like_problem
+from roundlab.testing.synthetic import vit_like_problem
 
 from .cases import SEEDS, case, optimum
 
@@ -92,6 +92,6 @@ def test_samples_objective_needs_samples():
 
 
 def test_missing_backend_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(type(BACKENDS["highs"]), "available", lambda self: False)
+    monkeypatch.setattr(type(BACKENDS.get("highs")), "available", lambda self: False)
     with pytest.raises(RoundlabError, match="backend 'highs' is not available"):
         get_solver("miqp", backend="highs")(case("outlier", 0))
