@@ -1,1 +1,8 @@
-"""One script per paper table/figure; see figures/README.md. ``python -m analysis.run_all [--smoke]`` runs them all."""
+"""One script per paper table/figure (see figures/README.md); ``python -m analysis.run_all [--smoke]`` runs them all.
+
+Shared pieces, one job each: :mod:`~analysis.options` (the CLI, parsed into an ``Options``), :mod:`~analysis.runs`
+(the run cache), :mod:`~analysis.problem_log` (per-segment records of a run), :mod:`~analysis.sweeps` (ablation
+rows), :mod:`~analysis.layer_inputs`, :mod:`~analysis.forwards` (downstream forwards), :mod:`~analysis.pooled_miqp`
+(the ``analysis-miqp`` solver), :mod:`~analysis.bounds`, :mod:`~analysis.stats`, :mod:`~analysis.plots`,
+:mod:`~analysis.csvout` and :mod:`~analysis.log`.
+"""

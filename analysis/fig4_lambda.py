@@ -11,25 +11,25 @@ W4A4 DeiT-S accuracy at λ1 = λ2 = 1e4. Output: figures/fig4_lambda.{png,csv}.
 
 from __future__ import annotations
 
-import math
-
-from analysis import common
+from analysis.plots import describe, save_figure, setup_style
+from analysis.stats import top1_se
+from analysis.sweeps import sweep
 
 
 def main(argv=None):
-    s = common.sweep(__doc__, argv, name="fig4_lambda", option="lams", key="lam", what="λ values",
+    s = sweep(__doc__, argv, name="fig4_lambda", option="lams", key="lam", what="λ values",
                      full="1,1e1,1e2,1e3,1e4,1e5,1e6", smoke="1e2,1e4", cast=float,
                      label=lambda lam: f"lam={lam:g}", spec=lambda lam: {"method": "erq", "lam": lam})
-    plot(s.rows, s.models, s.cfgs, s.args)
+    plot(s.rows, s.opts.models, s.cfgs, s.opts.out)
     return s.rows
 
 
-def plot(rows, models, cfgs, args):
-    plt = common.setup_style()
+def plot(rows, models, cfgs, out):
+    plt = setup_style()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for model in models:
         rs = [r for r in rows if r["model"] == model]
-        axes[0].errorbar([r["lam"] for r in rs], [r["top1"] for r in rs], yerr=[common.top1_se(r) for r in rs],
+        axes[0].errorbar([r["lam"] for r in rs], [r["top1"] for r in rs], yerr=[top1_se(r) for r in rs],
                          fmt="o-", capsize=3, label=f"{model}: ERQ (±1 s.e. of {rs[0]['n_eval']} test imgs)")
         axes[1].plot([r["lam"] for r in rs], [r["kl"] for r in rs], "o-", label=model)
         best = max(rs, key=lambda r: r["top1"])
@@ -51,8 +51,8 @@ def plot(rows, models, cfgs, args):
     axes[1].set_title("divergence from the FP model vs λ")
     axes[1].legend(fontsize=7)
     cfg = next(iter(cfgs.values()))
-    fig.suptitle(f"Fig. 4 — λ sweep. Full ERQ, rr release k=1; {common.describe(cfg)}", fontsize=10)
-    common.save_figure(fig, args.out, "fig4_lambda")
+    fig.suptitle(f"Fig. 4 — λ sweep. Full ERQ, rr release k=1; {describe(cfg)}", fontsize=10)
+    save_figure(fig, out, "fig4_lambda")
 
 
 if __name__ == "__main__":

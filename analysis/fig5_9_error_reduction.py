@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import math
 
-from analysis import common
+from analysis.csvout import write_csv
+from analysis.options import parse
+from analysis.plots import save_figure, setup_style
+from analysis.runs import cached_run
 
 FIGS = [("fig5_aqer", "aqer", "Aqer", "13–17%"),
         ("fig6_rounding", "rounding", "Rounding Refinement", "7–11%"),
@@ -31,19 +34,14 @@ FIGS = [("fig5_aqer", "aqer", "Aqer", "13–17%"),
 
 
 def main(argv=None):
-    p = common.parser(__doc__, full_eval=1000)
-    p.add_argument("--models", default=None, help="comma-separated (default: fmnist-vit,fmnist-deit,fmnist-swin; "
-                                                   "smoke: --model)")
-    args = common.finish_args(p.parse_args(argv))
-    models = (args.models or (args.model if args.smoke else "fmnist-vit,fmnist-deit,fmnist-swin")).split(",")
-    rows, cfgs = [], {}
-    for model in models:
-        args.model = model
-        cfg = common.config(args, "erq", records="full", solver="rr")
-        cfgs[model] = cfg
-        r = common.cached_run(cfg, args.runs)
-        from roundlab.pipeline.records import RecordWriter
+    from roundlab.pipeline.records import RecordWriter
 
+    opts, _ = parse(__doc__, argv, full_eval=1000, models="fmnist-vit,fmnist-deit,fmnist-swin")
+    rows, cfgs = [], {}
+    for model in opts.models:
+        cfg = opts.with_model(model).config("erq", records="full", solver="rr")
+        cfgs[model] = cfg
+        r = cached_run(cfg, opts.runs)
         for i, rec in enumerate(RecordWriter(r["paths"]["records"]).read()):
             row = {"model": model, "index": i, "layer": rec["layer"], "kind": rec["kind"],
                    "n_calib": rec["n_calib"], "top1": 100 * r["quantized"]["top1"]}
@@ -53,13 +51,13 @@ def main(argv=None):
             rows.append(row)
     cols = ["model", "index", "layer", "kind", "n_calib", "top1"] + \
         [k for _, key, _, _ in FIGS for k in (key, key + "_heldout")]
-    common.write_csv(args.out / "fig5_9_error_reduction.csv", rows, cols)
-    plot(rows, models, cfgs, args)
+    write_csv(opts.out / "fig5_9_error_reduction.csv", rows, cols)
+    plot(rows, opts.models, cfgs, opts.out)
     return rows
 
 
-def plot(rows, models, cfgs, args):
-    plt = common.setup_style()
+def plot(rows, models, cfgs, out):
+    plt = setup_style()
     for name, key, label, paper in FIGS:
         fig, axes = plt.subplots(len(models), 1, figsize=(13, 2.9 * len(models)), squeeze=False)
         for ax, model in zip(axes[:, 0], models):
@@ -84,7 +82,7 @@ def plot(rows, models, cfgs, args):
         axes[-1, 0].set_xlabel("layer (in network order)")
         fig.suptitle(f"{name.split('_')[0].replace('fig', 'Fig. ')} — per-layer reduction of the Eq. 4 output error "
                      f"by {label} (1 − after/before); paper (ImageNet ViTs/DeiTs): {paper} on average", fontsize=10)
-        common.save_figure(fig, args.out, name)
+        save_figure(fig, out, name)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ nearest rounding (``rounding=False``). λ = 1e4 (release convention). Output: fi
 
 from __future__ import annotations
 
-from analysis import common
+from analysis.csvout import write_csv
+from analysis.options import parse
+from analysis.plots import describe, save_figure, setup_style
+from analysis.sweeps import ABLATION_COLUMNS, run_rows
 
 #: (label, config, paper top-1 on W4A4 DeiT-S ImageNet)
 SPECS = [
@@ -28,25 +31,22 @@ SPECS = [
 
 
 def main(argv=None):
-    p = common.parser(__doc__, full_eval=5000)
-    common.models_arg(p)
-    args = common.finish_args(p.parse_args(argv))
-    models = common.models_of(args)
-    rows, cfgs = common.run_rows(args, [(l, s) for l, s, _ in SPECS], models)
+    opts, _ = parse(__doc__, argv, full_eval=5000, models=True)
+    rows, cfgs = run_rows(opts, [(l, s) for l, s, _ in SPECS])
     paper = {l: v for l, _, v in SPECS}
     for r in rows:
         base = next(x["top1"] for x in rows if x["model"] == r["model"] and x["row"] == 0)
         r["delta_top1"] = r["top1"] - base
         r["paper_top1_deit_s"] = paper[r["label"]]
         r["paper_delta"] = paper[r["label"]] - SPECS[0][2]
-    common.write_csv(args.out / "table4_components.csv", rows,
-                     common.ABLATION_COLUMNS + ["delta_top1", "paper_top1_deit_s", "paper_delta"])
-    plot(rows, models, cfgs, args)
+    write_csv(opts.out / "table4_components.csv", rows,
+              ABLATION_COLUMNS + ["delta_top1", "paper_top1_deit_s", "paper_delta"])
+    plot(rows, opts.models, cfgs, opts.out)
     return rows
 
 
-def plot(rows, models, cfgs, args):
-    plt = common.setup_style()
+def plot(rows, models, cfgs, out):
+    plt = setup_style()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     labels = [l for l, _, _ in SPECS]
     w = 0.8 / (len(models) + 1)
@@ -68,8 +68,8 @@ def plot(rows, models, cfgs, args):
     cfg = cfgs[(models[0], labels[-1])]
     base = ", ".join(f"{m} baseline {next(r['top1'] for r in rows if r['model'] == m and r['row'] == 0):.2f}%"
                      for m in models)
-    fig.suptitle(f"Table 4 — ERQ components. {common.describe(cfg)}; rr release k=1, λ=1e4 ({base})", fontsize=10)
-    common.save_figure(fig, args.out, "table4_components")
+    fig.suptitle(f"Table 4 — ERQ components. {describe(cfg)}; rr release k=1, λ=1e4 ({base})", fontsize=10)
+    save_figure(fig, out, "table4_components")
 
 
 if __name__ == "__main__":

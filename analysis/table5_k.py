@@ -11,7 +11,8 @@ Output: figures/table5_k.{png,csv}.
 
 from __future__ import annotations
 
-from analysis import common
+from analysis.plots import describe, save_figure, setup_style
+from analysis.sweeps import sweep
 
 PAPER = {0: 72.01, 1: 72.56, 2: 72.38, 3: 71.79}     # W4A4 DeiT-S, ImageNet
 
@@ -24,14 +25,14 @@ def spec(k: int) -> dict:
 
 
 def main(argv=None):
-    s = common.sweep(__doc__, argv, name="table5_k", option="ks", key="k", what="k values", full="0,1,2,3",
+    s = sweep(__doc__, argv, name="table5_k", option="ks", key="k", what="k values", full="0,1,2,3",
                      smoke="0,1,2", cast=int, label=lambda k: f"k={k}", spec=spec, paper=PAPER)
-    plot(s.rows, s.models, s.cfgs, s.values, s.args)
+    plot(s.rows, s.opts.models, s.cfgs, s.values, s.opts.out)
     return s.rows
 
 
-def plot(rows, models, cfgs, ks, args):
-    plt = common.setup_style()
+def plot(rows, models, cfgs, ks, out):
+    plt = setup_style()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for model in models:
         rs = [r for r in rows if r["model"] == model]
@@ -54,9 +55,9 @@ def plot(rows, models, cfgs, ks, args):
     axes[1].set_title("divergence from the FP model vs k")
     axes[1].legend(fontsize=7)
     cfg = cfgs[(models[0], f"k={ks[-1]}")]
-    fig.suptitle(f"Table 5 — Rounding Refinement's k. Full ERQ, rr release, λ=1e4; {common.describe(cfg)}",
+    fig.suptitle(f"Table 5 — Rounding Refinement's k. Full ERQ, rr release, λ=1e4; {describe(cfg)}",
                  fontsize=10)
-    common.save_figure(fig, args.out, "table5_k")
+    save_figure(fig, out, "table5_k")
 
 
 if __name__ == "__main__":

@@ -11,26 +11,28 @@ the same n images; 50 tokens each on the embedded ViT/DeiT). The held-out set (3
 
 from __future__ import annotations
 
-from analysis import common
+from analysis.plots import save_figure, setup_style
+from analysis.stats import top1_se
+from analysis.sweeps import sweep
 
 PAPER = {16: 72.54, 32: 72.56, 64: 72.94, 128: 73.19, 256: 73.51, 512: 73.68, 1024: 73.69}
 
 
 def main(argv=None):
-    s = common.sweep(__doc__, argv, name="table7_images", option="images", key="images", what="image counts",
+    s = sweep(__doc__, argv, name="table7_images", option="images", key="images", what="image counts",
                      full="4,8,16,32,64,128,256,512,1024", smoke="2,4", cast=int, label=lambda n: f"n={n}",
                      spec=lambda n: {"method": "erq", "calib_images": n}, paper=PAPER)
-    plot(s.rows, s.models, s.cfgs, s.args)
+    plot(s.rows, s.opts.models, s.cfgs, s.opts.out)
     return s.rows
 
 
-def plot(rows, models, cfgs, args):
-    plt = common.setup_style()
+def plot(rows, models, cfgs, out):
+    plt = setup_style()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for model in models:
         rs = [r for r in rows if r["model"] == model]
         n = [r["images"] for r in rs]
-        axes[0].errorbar(n, [r["top1"] for r in rs], yerr=[common.top1_se(r) for r in rs], fmt="o-", capsize=3,
+        axes[0].errorbar(n, [r["top1"] for r in rs], yerr=[top1_se(r) for r in rs], fmt="o-", capsize=3,
                          label=f"{model} (roundlab, ±1 s.e. of {rs[0]['n_eval']} test imgs)")
         axes[1].plot(n, [r["kl"] for r in rs], "o-", label=model)
         axes[2].plot(n, [r["quant_time_s"] for r in rs], "o-", label=model)
@@ -59,7 +61,7 @@ def plot(rows, models, cfgs, args):
     ev = "all 10k" if cfg.eval_images is None else cfg.eval_images
     fig.suptitle(f"Table 7 — calibration set size. Full ERQ (rr release k=1, λ=1e4), {cfg.model} "
                  f"W{cfg.wbits}A{cfg.abits}, eval on {ev} test imgs", fontsize=10)
-    common.save_figure(fig, args.out, "table7_images")
+    save_figure(fig, out, "table7_images")
 
 
 if __name__ == "__main__":

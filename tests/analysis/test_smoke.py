@@ -99,6 +99,9 @@ def test_table1(dirs):
     rows = _read(out / "table1_solvers.csv")
     assert [r["solver"] for r in rows] == ["-", "analysis-miqp", "analysis-miqp", "analysis-miqp", "rr", "rr",
                                           "adaround", "greedy", "gptq"]
+    runs = out.parent / "runs"
+    for r in rows:                             # runs named relative to the run cache
+        assert not r["run"].startswith("/") and (runs / r["run"] / "result.json").exists()
     for r in rows[1:]:
         assert 0 <= _num(r["share_optimal"]) <= 1 and 0 <= _num(r["mean_gap"]) <= 1
         assert _num(r["lower_bound_sum"]) <= _num(r["wqer_objective"]) * (1 + 1e-9)
