@@ -7,22 +7,60 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import dataclasses
 import sys
 import typing
 
 from roundlab.errors import RoundlabError
 
+#: Help of the flags generated from ERQConfig fields (one entry per field; "(default: X)" is appended).
 _FLAG_HELP = {
-    "model": "zoo model (roundlab models) or a timm name with local weights",
-    "method": "named preset: rtn | calib | aqer | wqer | erq (explicit flags override it)",
-    "solver": "rounding solver for Wqer (roundlab solvers)",
-    "lam": "ridge strength λ in --lam-convention (release: its `coe`)",
+    "model": "zoo model (roundlab models) or a timm model name with local weights",
+    "checkpoint": "weights file (.safetensors/.pth) to load instead of the committed zoo checkpoint or cached timm "
+                  "weights",
+    "dataset": "calibration/test dataset: fashion-mnist or imagenet (None: the model's own; Fashion-MNIST for the zoo)",
+    "data_root": "dataset directory: Fashion-MNIST's four IDX files or ImageNet's DIR/<split>/<class>/ tree (None: "
+                 "Debian's dataset-fashion-mnist, then ~/.cache/roundlab; ImageNet: $ROUNDLAB_IMAGENET)",
+    "wbits": "weight bit-width, 2-8 (paper W4A4 -> 4)",
+    "abits": "activation bit-width, 2-8 (paper W4A4 -> 4)",
+    "method": "named preset, a row of the paper's tables: rtn | calib | aqer | wqer | erq (explicit flags override it)",
+    "calibration": "quantizer calibration: percentile (RepQ-ViT/ERQ percentile-MSE search, with --reparam) or minmax "
+                   "(min/max quantizers, the RTN row)",
+    "aqer": "Aqer: absorb the activation-quantization error into the FP weights by ridge regression (paper Eq. 5-8)",
+    "wqer": "Wqer: quantize each layer's weights segment by segment, rounding then ridge (paper Alg. 1, Eq. 9-17); "
+            "off: round to nearest",
+    "solver": "rounding solver in Wqer's Rounding Refinement slot (roundlab solvers; rr: the paper's Eq. 13-15)",
+    "rounding": "Wqer's rounding step uses --solver (paper Eq. 12-16); off: each segment is rounded to nearest",
+    "ridge": "Wqer's ridge step on the remaining columns (paper Eq. 17)",
+    "rounding_layers": "layers whose Wqer rounding uses --solver: all Linears (release) or qkv_fc1 (the release's "
+                       "commented-out condition); the others round to nearest",
+    "lam": "ridge strength λ of Aqer (λ₁, paper Eq. 8) and of Wqer's ridge (λ₂, Eq. 17), read in --lam-convention "
+           "(release: its `coe`)",
+    "lam_convention": "how --lam is read: release (0.1·λ added to the unnormalised Gram X̄ᵀX̄) or paper (λ per "
+                      "sample: E[x̄x̄ᵀ] + λI)",
+    "head_lam": "Aqer λ of the classifier head: shared (every layer's) or release (0.1, which overfits 32 calibration "
+                "images)",
+    "partition": "Wqer's column split: natural (first half of the remaining columns, shared by all rows; release) or "
+                 "error (per row, the columns with the smallest rounding error)",
+    "data_flow": "each layer's input: independent (the FP network's, through the layer's own quantizer; release) or "
+                 "sequential (the partially quantized network's output, GPTQ-like)",
+    "dual_uniform": "dual-uniform weight quantizer for qkv/fc1 (TPAMI); off: one uniform grid per output channel "
+                    "(ICML)",
+    "reparam": "RepQ-ViT reparameterisation: fold the channel-wise post-LayerNorm quantizers into LayerNorm + the next "
+               "Linear (ERQ_SPEC §4)",
+    "calib_images": "number of calibration images (paper: 32)",
+    "heldout_images": "number of held-out training images for the per-layer held-out Eq. 4 errors (0: none)",
+    "eval_images": "number of test images to evaluate on (None: the whole test split)",
+    "seed": "seed of torch and of the calibration / held-out image draw, an integer in [0, 2**63)",
     "records": "basic, or full (also Wqer rounding-only / ridge-only errors for Figs. 6-7)",
+    "device": "torch device: cpu, cuda or cuda:N",
+    "batch_size": "images per forward pass (memory only: never changes the weights)",
     "executor": "where Wqer's rounding subproblems run: serial, process (local workers) or ray",
     "workers": "worker processes / Ray slots for --executor process|ray",
-    "chunk_rows": "rows per subproblem task (default: one task per Wqer segment)",
-    "task_timeout": "seconds per task (process/ray); past it the rows are rounded to nearest and recorded",
+    "chunk_rows": "rows per subproblem task (None: one task per Wqer segment)",
+    "task_timeout": "seconds per task (process/ray); past it the rows are rounded to nearest and recorded (None: no "
+                    "limit)",
     "retries": "re-runs of a task whose worker died, before rounding to nearest (recorded)",
     "on_solver_error": "raise (one error; rerunning resumes) or fallback (round to nearest, recorded)",
 }
@@ -58,7 +96,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type=str, default=None, help=help_text)
     parser.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE",
-                        help="solver option, repeatable (e.g. --solver-opt max_iter=100 --solver-opt variant=paper)")
+                        help="option of --solver, repeatable; VALUE is a Python literal (e.g. rr: --solver-opt k=2 "
+                             "for top-k flips per iteration, paper Table 5; --solver-opt variant=paper for Eq. 13)")
     parser.add_argument("--quant-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="roundlab.quant.QuantConfig option, repeatable (e.g. --quant-opt round_zero=True)")
 
@@ -83,9 +122,25 @@ def _config_from_args(args: argparse.Namespace):
     return ERQConfig.for_method(args.method or "erq", **overrides)
 
 
+def _load_plugins(modules: list[str]) -> None:
+    """Import each ``--plugin`` module (it registers its solvers, executors, … on import)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise RoundlabError(f"--plugin {module}: cannot import it ({e})") from None
+
+
+def _add_plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first, so the solvers (executors, ...) it registers can be named; "
+                             "repeatable (e.g. --plugin roundlab.testing.faulty for the fault-injection solver)")
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from roundlab.pipeline.run import print_table, run_erq
 
+    _load_plugins(args.plugin)
     config = _config_from_args(args)
     result = run_erq(config, run_dir=args.run_dir, fresh=args.fresh, progress=not args.quiet)
     print_table([result])
@@ -117,12 +172,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_solvers(args: argparse.Namespace) -> int:
-    from roundlab.solvers import get_solver, list_solvers
+    from roundlab.solvers import list_solvers, solver_class
 
+    _load_plugins(args.plugin)
     for name in list_solvers():
-        solver = get_solver(name)
-        doc = (type(solver).__doc__ or "").strip().splitlines()
-        print(f"{name:12s} {doc[0] if doc else ''}")
+        cls = solver_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        claims = [c for c in ("exact", "monotone") if getattr(cls, c)] + ["+".join(cls.objectives)]
+        missing = f" (needs {', '.join(cls.missing())})" if cls.missing() else ""
+        print(f"{name:10s} {', '.join(claims):30s} {doc[0] if doc else ''}{missing}")
     return 0
 
 
@@ -156,37 +214,41 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roundlab", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
 
     q = sub.add_parser("quantize", help="run ERQ (or a baseline) on a model and print a results table")
     _add_config_flags(q)
-    q.add_argument("--run-dir", default=None, help="where to write results (default: runs/<model>-<method>-<hash>)")
+    q.add_argument("--run-dir", default=None,
+                   help="where to write results (default: runs/<model>-W<b>A<b>-<method>-<solver>-<hash>)")
     q.add_argument("--fresh", action="store_true", help="ignore a previous, interrupted run in --run-dir")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_plugin_flag(q)
     q.set_defaults(func=cmd_quantize)
 
     e = sub.add_parser("eval", help="evaluate a FP model on its test split")
-    e.add_argument("--model", default="fmnist-vit")
-    e.add_argument("--checkpoint", default=None)
-    e.add_argument("--data-root", default=None)
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--model", default="fmnist-vit", help=_FLAG_HELP["model"] + " (default: fmnist-vit)")
+    e.add_argument("--checkpoint", default=None, help=_FLAG_HELP["checkpoint"] + " (default: None)")
+    e.add_argument("--data-root", default=None, help=_FLAG_HELP["data_root"] + " (default: None)")
+    e.add_argument("--device", default="cpu", help=_FLAG_HELP["device"] + " (default: cpu)")
+    e.add_argument("--batch-size", type=int, default=500, help=_FLAG_HELP["batch_size"] + " (default: 500)")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("report", help="per-layer Eq. 4 error-reduction ratios of finished runs")
-    r.add_argument("run_dirs", nargs="+")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run directory of `roundlab quantize` (its records.jsonl; a partial run is reported too)")
     r.set_defaults(func=cmd_report)
 
-    sub.add_parser("solvers", help="list registered rounding solvers").set_defaults(func=cmd_solvers)
+    so = sub.add_parser("solvers", help="list registered rounding solvers: name, declared claims "
+                                        "(exact, monotone = never worse than its start, objectives), summary")
+    _add_plugin_flag(so)
+    so.set_defaults(func=cmd_solvers)
     sub.add_parser("models", help="list zoo models").set_defaults(func=cmd_models)
 
     t = sub.add_parser("train-zoo", help="train a zoo model on Fashion-MNIST (a one-off; checkpoints are committed)")
-    try:
-        from roundlab.zoo import train as zoo_train
-        zoo_train.add_arguments(t)
-        t.set_defaults(func=zoo_train.run)
-    except ImportError:  # pragma: no cover - the zoo trainer is part of the package
-        pass
+    from roundlab.zoo import train as zoo_train
+
+    zoo_train.add_arguments(t)
+    t.set_defaults(func=zoo_train.run)
     return parser
 
 

@@ -64,6 +64,8 @@ class Registry(Generic[T]):
             check_known(self.kind, name, self.names())
         return self._entries[name]
 
+    __getitem__ = get
+
     def names(self, where: Callable[[T], bool] | None = None) -> list[str]:
         """Registered names in registration order; ``where`` keeps those whose entry passes it."""
         return [n for n, e in self._entries.items() if where is None or where(e)]

@@ -38,8 +38,9 @@ def check_float(name: str, value: Any, lo: float | None = None, hi: float | None
         ok = False
     if not ok:
         left = "(" if lo_open else "["
-        raise RoundlabError(f"{name} must be a number in {left}{lo if lo is not None else '-inf'}, "
-                            f"{hi if hi is not None else 'inf'}]{' or None' if none else ''}, got {value!r}")
+        right = f"{hi}]" if hi is not None else "inf)"
+        raise RoundlabError(f"{name} must be a number in {left}{lo if lo is not None else '-inf'}, {right}"
+                            f"{' or None' if none else ''}, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Sequence) -> None:

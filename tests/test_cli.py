@@ -95,7 +95,8 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
     import time
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "roundlab.cli", "quantize", "--solver", "faulty",
+    proc = subprocess.Popen([sys.executable, "-m", "roundlab.cli", "quantize", "--plugin", "roundlab.testing.faulty",
+                             "--solver", "faulty",
                              "--solver-opt", "inner=greedy", "--solver-opt", "delay=0.5", "--executor", "process",
                              "--workers", "2", "--chunk-rows", "8", "--eval-images", "100", "--run-dir", str(run),
                              "--quiet"], stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -108,3 +109,56 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("roundlab: interrupted")
+
+
+def _all_parsers(parser):
+    """``parser`` and, depth first, every subcommand parser below it."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_every_flag_of_every_subcommand_has_help():
+    import argparse
+    import dataclasses
+    import re
+
+    from roundlab.cli import _FLAG_HELP, build_parser
+
+    lacking = []
+    for parser in _all_parsers(build_parser()):
+        parser.format_help()                          # argparse %-formats help: a stray '%' would fail here
+        actions = list(parser._actions)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                actions += action._choices_actions    # each subcommand's line in `roundlab --help`
+        for action in actions:
+            text = re.sub(r"\(default: [^)]*\)$", "", action.help or "").strip()
+            if not text or action.help == argparse.SUPPRESS:
+                lacking.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert not lacking, f"flags without help: {lacking}"
+    fields = {f.name for f in dataclasses.fields(ERQConfig)} - {"solver_options", "quant_options"}
+    assert not fields - set(_FLAG_HELP), f"ERQConfig fields without a _FLAG_HELP entry: {fields - set(_FLAG_HELP)}"
+
+
+def test_solvers_lists_declarations_and_hides_test_only_solvers():
+    """`roundlab solvers` shows each solver's declared claims; the fault-injection solver only with --plugin."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "roundlab.cli", "solvers"], capture_output=True, text=True,
+                         check=True).stdout
+    rows = {line.split()[0]: line for line in out.splitlines()}
+    assert "faulty" not in rows and {"rr", "bnb", "miqp", "nearest"} <= set(rows)
+    assert "exact, monotone, proxy+samples" in rows["miqp"] and "exact" not in rows["rr"]
+    plugged = subprocess.run([sys.executable, "-m", "roundlab.cli", "solvers", "--plugin", "roundlab.testing.faulty"],
+                             capture_output=True, text=True, check=True).stdout
+    assert any(line.startswith("faulty ") for line in plugged.splitlines())
+    bad = subprocess.run([sys.executable, "-m", "roundlab.cli", "solvers", "--plugin", "no_such_module_xyz"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == \
+        "roundlab: error: --plugin no_such_module_xyz: cannot import it (No module named 'no_such_module_xyz')"

@@ -25,6 +25,10 @@ class Quantizer(nn.Module):
 
     PARAMS: ClassVar[tuple[str, ...]] = ("scale",)
 
+    #: How quantile ranks are taken in the percentile searches (``roundlab.quant.quantile.RANKS``); set from
+    #: ``QuantConfig.quantile_rank`` by :func:`roundlab.quant.quantize_model`.
+    quantile_rank: str = "float64"
+
     def __init__(self, bits: int, percentiles, name: str = "", role: str = "activation") -> None:
         super().__init__()
         self.bits = check_bits(bits)

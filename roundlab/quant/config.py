@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 from roundlab.errors import RoundlabError, check
 from roundlab.quant.grid import check_bits
+from roundlab.quant.quantile import RANKS
 
 #: Weight percentile candidates of the release (ERQ_SPEC §3.1; 1.0 = plain min/max). RepQ-ViT uses ACT_PERCENTILES.
 WEIGHT_PERCENTILES = (0.97, 0.98, 0.99, 0.995, 0.9995, 0.9997, 0.9999, 0.99995, 0.99999, 1.0)
@@ -53,6 +54,9 @@ class QuantConfig:
             entries or below the ``tail`` quantile of its negative entries (release: 0.01).
         calibrate_act_with_quantized_weights: default of :func:`~roundlab.quant.calibration_mode`'s ``weight``:
             run the activation-calibration pass with weight quantizers on (RepQ-ViT) instead of FP weights (release).
+        quantile_rank: the rank of every percentile in the searches: "float64" (p as given, default) or "release"
+            (p rounded to float32 as the authors' torch.quantile calls do; numpy's float64 p above 2**24 values), so
+            a release-conventions run reproduces the release's integer codes (``roundlab.quant.quantile``).
     """
 
     wbits: int = 4
@@ -73,6 +77,7 @@ class QuantConfig:
     dual_k_divisor: int = 20
     dual_tail: float = 0.01
     calibrate_act_with_quantized_weights: bool = False
+    quantile_rank: str = "float64"
 
     def __post_init__(self) -> None:
         check_bits(self.wbits, "QuantConfig.wbits")
@@ -92,6 +97,8 @@ class QuantConfig:
         check(isinstance(self.dual_tail, (int, float)) and not isinstance(self.dual_tail, bool)
               and 0.0 < self.dual_tail < 0.5,
               f"QuantConfig.dual_tail must be a number in (0, 0.5), got {self.dual_tail!r}")
+        check(self.quantile_rank in RANKS,
+              f"QuantConfig.quantile_rank must be one of {RANKS}, got {self.quantile_rank!r}")
         check(not self.reparam or self.channelwise_post_ln,
               "QuantConfig.reparam=True needs channelwise_post_ln=True (it folds the channel-wise quantizers)")
         check(not self.reparam_patch_merging or self.reparam,

@@ -25,17 +25,17 @@ from roundlab.quant.quantile import masked_row_quantile
 from roundlab.quant.uniform import check_finite, search_uniform, work_dtype
 
 
-def outlier_counts(W: torch.Tensor, tail: float = 0.01) -> torch.Tensor:
+def outlier_counts(W: torch.Tensor, tail: float = 0.01, rank: str = "float64") -> torch.Tensor:
     """``marked[i, j]``: whether row i marks column j as one of its outliers (step 1)."""
     W = W.to(work_dtype(W.dtype))
-    pos_thr = masked_row_quantile(W, W > 0, 1.0 - tail, empty=math.inf)
-    neg_thr = masked_row_quantile(W, W < 0, tail, empty=-math.inf)
+    pos_thr = masked_row_quantile(W, W > 0, 1.0 - tail, empty=math.inf, rank=rank)
+    neg_thr = masked_row_quantile(W, W < 0, tail, empty=-math.inf, rank=rank)
     return (W > pos_thr[:, None]) | (W < neg_thr[:, None])
 
 
-def outlier_columns(W: torch.Tensor, k: int, tail: float = 0.01) -> torch.Tensor:
+def outlier_columns(W: torch.Tensor, k: int, tail: float = 0.01, rank: str = "float64") -> torch.Tensor:
     """Indices (ordered by rank) of the at most ``k`` outlier columns of the 2-D ``W`` (steps 1–2)."""
-    marked = outlier_counts(W, tail)
+    marked = outlier_counts(W, tail, rank)
     dout, din = marked.shape
     count = marked.sum(dim=0)
     rows = torch.arange(dout, device=W.device)[:, None].expand(dout, din)
@@ -85,14 +85,14 @@ class DualUniformQuantizer(Quantizer):
         check(W.numel() > 0, f"{self.describe()} got an empty weight")
         check_finite(W, self.describe())
         dout, din = W.shape
-        cols = outlier_columns(W, self.num_outliers(dout, din), self.tail)
+        cols = outlier_columns(W, self.num_outliers(dout, din), self.tail, self.quantile_rank)
         mask = torch.zeros(din, dtype=torch.bool, device=W.device)
         mask[cols] = True
         ones = torch.ones(dout, 1, dtype=work_dtype(W.dtype), device=W.device)
         params = []
         for part in (mask, ~mask):
             if bool(part.any()):
-                s, z = search_uniform(W[:, part], self.bits, self.percentiles)
+                s, z = search_uniform(W[:, part], self.bits, self.percentiles, self.quantile_rank)
                 params.append((s[:, None], z[:, None]))
             else:  # an empty part is never used; keep a harmless grid
                 params.append((ones.clone(), torch.zeros_like(ones)))

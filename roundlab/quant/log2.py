@@ -36,11 +36,11 @@ def log2_fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Te
     return torch.where(keep, out, torch.zeros_like(out))
 
 
-def search_log2(values: torch.Tensor, bits: int, percentiles) -> torch.Tensor:
+def search_log2(values: torch.Tensor, bits: int, percentiles, rank: str = "float64") -> torch.Tensor:
     """The MSE-best scale among the ``percentiles`` quantiles of all of ``values`` (0-d tensor)."""
     with torch.no_grad():
         v = values.detach().reshape(1, -1).to(work_dtype(values.dtype))
-        stats = OrderStatistics(v, percentiles)
+        stats = OrderStatistics(v, percentiles, rank)
         top = stats.quantile(1.0)[0]
         best_err = best_s = None
         for p in percentiles:
@@ -64,7 +64,7 @@ class Log2Quantizer(Quantizer):
         x = x.detach()
         check(x.numel() > 0, f"{self.describe()} got an empty tensor to calibrate on")
         check_finite(x, self.describe())
-        self.scale = search_log2(x, self.bits, self.percentiles)
+        self.scale = search_log2(x, self.bits, self.percentiles, self.quantile_rank)
         return self
 
     def levels(self) -> torch.Tensor:

@@ -55,6 +55,7 @@ def fold_channelwise(norm: nn.LayerNorm, layer: QuantLinear, round_zero: bool = 
             layer.bias.copy_(b)
     layer.act_quantizer = UniformQuantizer(q.bits, q.percentiles, "tensor", q.name).set_params(
         s_bar.to(q.scale.dtype), z_bar.to(q.zero.dtype))
+    layer.act_quantizer.quantile_rank = q.quantile_rank
     layer.weight_quantizer.reset()
 
 

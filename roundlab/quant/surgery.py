@@ -1,7 +1,8 @@
 """Model surgery: turn a timm ViT / DeiT / Swin into a fake-quantized model (ERQ_SPEC §1–§2).
 
-Each supported architecture is an :class:`Architecture` in ``ARCHITECTURES``: it lists every Linear/Conv2d of the
-model with its ``kind``, the attention modules, and the (LayerNorm, Linear) pairs of the reparameterisation.
+Each supported architecture is an :class:`Architecture` registered by name in ``ARCHITECTURES`` (a
+:class:`~roundlab.registry.Registry`): it lists every Linear/Conv2d of the model with its ``kind``, the attention
+modules, and the (LayerNorm, Linear) pairs of the reparameterisation.
 :func:`quantize_model` then wraps, in place,
 
 * every listed ``nn.Linear`` as :class:`QuantLinear` and the patch-embedding ``nn.Conv2d`` as :class:`QuantConv2d`,
@@ -36,11 +37,13 @@ from torch import nn
 
 from roundlab.errors import RoundlabError, check
 from roundlab.quant.attention import ATTENTION_FORWARDS
+from roundlab.quant.base import Quantizer
 from roundlab.quant.config import QuantConfig
 from roundlab.quant.dual import DualUniformQuantizer
 from roundlab.quant.log2 import Log2Quantizer
 from roundlab.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from roundlab.quant.uniform import UniformQuantizer
+from roundlab.registry import Registry
 
 CONFIG_ATTR = "roundlab_quant_config"
 KINDS = ("patch_embed", "qkv", "proj", "fc1", "fc2", "reduction", "head")
@@ -147,19 +150,31 @@ def _swin_reparam_pairs(model: SwinTransformer, cfg: QuantConfig) -> list[tuple[
     return pairs
 
 
-#: Supported model families, checked in order with ``isinstance`` (VisionTransformerDistilled is a ViT).
-ARCHITECTURES: list[Architecture] = [
-    Architecture("vit", VisionTransformer, _vit_layers, _vit_attentions, _vit_reparam_pairs),
-    Architecture("swin", SwinTransformer, _swin_layers, _swin_attentions, _swin_reparam_pairs),
-]
+def _check_architecture(name: str, arch) -> None:
+    if not isinstance(arch, Architecture) or arch.name != name:
+        raise RoundlabError(f"architecture {name!r} must be registered as an Architecture named {name!r}, got {arch!r}")
+
+
+#: Supported model families by name; :func:`find_architecture` takes the first, in registration order, whose
+#: ``model_class`` the model is an instance of (VisionTransformerDistilled is a ViT).
+ARCHITECTURES: Registry[Architecture] = Registry("architecture", check=_check_architecture)
+
+
+def register_architecture(arch: Architecture, *, override: bool = False) -> Architecture:
+    """Add ``arch`` under its own name (a new family of timm models that :func:`quantize_model` should accept)."""
+    return ARCHITECTURES.register(arch.name, arch, override=override)
+
+
+register_architecture(Architecture("vit", VisionTransformer, _vit_layers, _vit_attentions, _vit_reparam_pairs))
+register_architecture(Architecture("swin", SwinTransformer, _swin_layers, _swin_attentions, _swin_reparam_pairs))
 
 
 def find_architecture(model: nn.Module) -> Architecture:
     """The :class:`Architecture` of ``model``; RoundlabError for anything else."""
-    for arch in ARCHITECTURES:
+    for _, arch in ARCHITECTURES.items():
         if isinstance(model, arch.model_class):
             return arch
-    supported = ", ".join(f"timm {a.model_class.__name__}" for a in ARCHITECTURES)
+    supported = ", ".join(f"timm {a.model_class.__name__}" for _, a in ARCHITECTURES.items())
     raise RoundlabError(f"cannot quantize a {type(model).__name__}: supported models are {supported} "
                         "(DeiT's VisionTransformerDistilled included)")
 
@@ -237,5 +252,8 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
         else:
             attn.matmul1 = QuantMatMul(name=f"{path}.matmul1")
             attn.matmul2 = QuantMatMul(name=f"{path}.matmul2")
+    for module in model.modules():              # every percentile search takes its quantile ranks one way
+        if isinstance(module, Quantizer):
+            module.quantile_rank = cfg.quantile_rank
     setattr(model, CONFIG_ATTR, cfg)
     return model

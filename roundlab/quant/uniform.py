@@ -41,17 +41,19 @@ def safe_scale(hi: torch.Tensor, lo: torch.Tensor, full_range: torch.Tensor, bit
     return s
 
 
-def search_uniform(rows: torch.Tensor, bits: int, percentiles) -> tuple[torch.Tensor, torch.Tensor]:
+def search_uniform(rows: torch.Tensor, bits: int, percentiles,
+                   rank: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
     """Percentile-MSE search (ERQ_SPEC §3.1) for every row of the 2-D ``rows``, vectorised over rows.
 
     For each candidate ``p`` in order: ``hi = q_p``, ``lo = q_{1-p}``, ``s = (hi - lo) / L``, ``z = rnd(-lo / s)``,
     error = mean squared fake-quantization error with round-to-nearest; a row keeps a later candidate only if its
-    error is strictly smaller (the earliest wins ties). Returns ``(scale, zero)``, each of shape ``[R]``.
+    error is strictly smaller (the earliest wins ties). Returns ``(scale, zero)``, each of shape ``[R]``. ``rank``:
+    the quantile rank convention (:data:`roundlab.quant.quantile.RANKS`).
     """
     bits = check_bits(bits)
     with torch.no_grad():
         v = rows.detach().to(work_dtype(rows.dtype))
-        stats = OrderStatistics(v, [q for p in percentiles for q in (p, 1.0 - p)])
+        stats = OrderStatistics(v, [q for p in percentiles for q in (p, 1.0 - p)], rank)
         full_range = stats.quantile(1.0) - stats.quantile(0.0)
         best_err = best_s = best_z = None
         for p in percentiles:
@@ -119,7 +121,7 @@ class UniformQuantizer(Quantizer):
         x = x.detach()
         check(x.numel() > 0, f"{self.describe()} got an empty tensor to calibrate on")
         check_finite(x, self.describe())
-        scale, zero = search_uniform(self._rows(x), self.bits, self.percentiles)
+        scale, zero = search_uniform(self._rows(x), self.bits, self.percentiles, self.quantile_rank)
         if self.granularity == "tensor":
             scale, zero = scale[0], zero[0]
         elif self.granularity == "row":

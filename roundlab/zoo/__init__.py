@@ -17,10 +17,10 @@ import torch
 
 from roundlab.errors import RoundlabError
 from roundlab.zoo.card import CHECKPOINT_DIR, ModelCard
-from roundlab.zoo.registry import ZOO, Recipe, ZooEntry, get_entry
+from roundlab.zoo.registry import ZOO, Recipe, ZooEntry, get_entry, register_zoo_model
 
-__all__ = ["list_models", "load_model", "ModelCard", "Recipe", "ZooEntry", "ZOO", "get_entry", "checkpoint_path",
-           "load_card", "CHECKPOINT_DIR"]
+__all__ = ["list_models", "load_model", "ModelCard", "Recipe", "ZooEntry", "ZOO", "get_entry", "register_zoo_model",
+           "checkpoint_path", "load_card", "CHECKPOINT_DIR"]
 
 
 def list_models(trained_only: bool = False) -> list[str]:

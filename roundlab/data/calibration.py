@@ -1,0 +1,41 @@
+"""Reproducible calibration sets: the first ``n`` of a seeded permutation, so the same ``(seed, n)`` gives the same
+images on every platform and a larger ``n`` extends a smaller one."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from roundlab.errors import RoundlabError
+
+
+def calibration_indices(n_total: int, n: int, seed: int = 0) -> np.ndarray:
+    """The first ``n`` entries of a seeded permutation of ``range(n_total)`` (numpy PCG64: stable across platforms)."""
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise RoundlabError(f"the number of images must be a non-negative integer, got {n!r}")
+    if n > n_total:
+        raise RoundlabError(f"asked for {n} images from a dataset of {n_total}")
+    return np.random.default_rng(seed).permutation(n_total)[:n]
+
+
+def calibration_set(dataset, n: int = 32, seed: int = 0) -> torch.Tensor:
+    """``n`` images drawn reproducibly from ``dataset`` as one ``(n, C, H, W)`` float tensor, ready for the model.
+
+    32 images is the paper's default. Same ``(seed, n)`` → same images; a larger ``n`` extends a smaller one.
+    """
+    _check_calibration_size(n)
+    return dataset.images_at(calibration_indices(len(dataset), n, seed))
+
+
+def calibration_split(dataset, n: int = 32, n_heldout: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A calibration set of ``n`` images and a disjoint held-out set of ``n_heldout`` images from one permutation."""
+    _check_calibration_size(n)
+    idx = calibration_indices(len(dataset), n + n_heldout, seed)
+    calib = dataset.images_at(idx[:n])
+    heldout = dataset.images_at(idx[n:]) if n_heldout else calib.new_zeros((0, *calib.shape[1:]))
+    return calib, heldout
+
+
+def _check_calibration_size(n) -> None:
+    if n < 1:
+        raise RoundlabError(f"a calibration set needs at least one image, got n={n}")
