@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from analysis.forwards import Suffix, block_of, forward_block, kl
-from analysis.layer_inputs import layer_inputs, load_data
+from analysis.layer_inputs import LayerInputs, load_data
 from analysis.log import log
 from analysis.stats import row_spearman
 
@@ -71,27 +71,38 @@ def row_loss(delta: torch.Tensor, Xs: torch.Tensor) -> torch.Tensor:
     return (e * e).mean(1)
 
 
-def quantize_capturing(model, calib, heldout, cfg, names: list[str]):
-    """Full ERQ on ``model``; (quantized model, every Wqer segment in pipeline order)."""
+def quantize_capturing(model, calib, heldout, cfg):
+    """Full ERQ on ``model``; (quantized model, every layer's regressors, every Wqer segment in pipeline order)."""
     from roundlab.pipeline.run import erq_quantize
 
-    index = {n: i for i, n in enumerate(names)}
+    inputs = LayerInputs()
     segments: list[Segment] = []
 
     def hook(layer, step, problem, result, S):
-        segments.append(Segment(layer, index[layer], step, problem, result.delta.clone(), S[0].clone()))
+        segments.append(Segment(layer, list(inputs).index(layer), step, problem, result.delta.clone(),
+                                S[0].clone()))
 
     log("ERQ with problem capture")
-    qmodel, _ = erq_quantize(model, calib, cfg, heldout, on_problem=hook)
-    missing = set(names) - {s.layer for s in segments}
+    qmodel, _ = erq_quantize(model, calib, cfg, heldout, on_problem=hook, on_layer=inputs)
+    missing = set(inputs) - {s.layer for s in segments}
     assert not missing, f"no Wqer segment captured for {sorted(missing)}"
-    return qmodel, segments
+    return qmodel, inputs, segments
 
 
-def used_layers(inputs: dict, smoke: bool, layers: tuple[str, ...] | None) -> list[str]:
+def layer_kinds(model, cfg) -> dict[str, str]:
+    """Every quantized layer's kind, in pipeline order, from the quantizer surgery alone (nothing calibrated)."""
+    import copy
+
+    from roundlab.quant import quant_layers, quantize_model
+
+    qmodel = quantize_model(copy.deepcopy(model), cfg.quant_config())
+    return {name: getattr(layer, "kind", "linear") for name, layer in quant_layers(qmodel)}
+
+
+def used_layers(kinds: dict[str, str], smoke: bool, layers: tuple[str, ...] | None) -> list[str]:
     """The linear layers measured (smoke: the first two; ``layers``: those named)."""
-    names = list(inputs)
-    used = [n for n in names if inputs[n]["kind"] != "patch_embed"]
+    names = list(kinds)
+    used = [n for n in names if kinds[n] != "patch_embed"]
     if smoke:
         used = used[:2]
     if layers:
@@ -176,10 +187,9 @@ class Downstream:
 def compute(cfg, st: Settings, smoke: bool) -> dict:
     """Every measurement of the figure, as tensors and plain values (cached by the script)."""
     model, calib, heldout, test = load_data(cfg)
-    inputs = layer_inputs(model, calib, heldout, cfg)
+    used = used_layers(layer_kinds(model, cfg), smoke, st.layers)          # a bad --layers fails before ERQ runs
+    qmodel, inputs, segments = quantize_capturing(model, calib, heldout, cfg)
     names = list(inputs)
-    used = used_layers(inputs, smoke, st.layers)
-    qmodel, segments = quantize_capturing(model, calib, heldout, cfg, names)
     tokens = inputs[names[-2]]["Xt"].shape[0] // cfg.calib_images       # tokens per image (a transformer layer)
     regimes = Regimes(st.few_images * tokens)
     down = Downstream(model, qmodel, test.images_at(range(min(st.downstream_images, len(test)))))

@@ -6,8 +6,9 @@
     python -m analysis.fig3_proxy_fidelity --layers blocks.0.attn.qkv,blocks.5.mlp.fc2   # a subset of layers
 
 Full ERQ (rr release, k = 1, λ = 1e4) is run with an ``on_problem`` hook that keeps every Wqer segment's
-RoundingProblem (its weights, grid and M) and the chosen δ. Each segment's samples X̄ˢ (= [X̄ | 1][:, S]) are rebuilt
-by :func:`analysis.layer_inputs.layer_inputs` and checked against M (max relative difference reported in the CSV).
+RoundingProblem (its weights, grid and M) and the chosen δ, and an ``on_layer`` hook
+(:class:`analysis.layer_inputs.LayerInputs`) that keeps each layer's regressors; a segment's samples
+X̄ˢ (= [X̄ | 1][:, S]) are checked against its M (max relative difference reported in the CSV).
 Candidate roundings per segment: nearest, the pipeline's rr answer, rr (paper variant), greedy, GPTQ, AdaRound, and
 nearest with random flips (5/15/30/50% of the free elements). For every output row and candidate:
 

@@ -99,15 +99,16 @@ def calibrate_and_capture(model: torch.nn.Module, calib: torch.Tensor, config: E
 
 def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
                  heldout: torch.Tensor | None = None, state: RunState | None = None, progress: bool = False,
-                 on_problem=None, times: dict | None = None,
-                 fanout: dict | None = None) -> tuple[torch.nn.Module, list[dict]]:
+                 on_problem=None, times: dict | None = None, fanout: dict | None = None,
+                 on_layer=None) -> tuple[torch.nn.Module, list[dict]]:
     """Quantize a copy of ``model`` with ``config`` on calibration images; return (quantized model, layer records).
 
     The model-level API: no data loading, no evaluation, no files unless a :class:`RunState` is given (then finished
     layers are loaded from it and new ones saved to it, and every rounding subproblem's answer is recorded in its
     results store). The returned model has every quantizer on. ``fanout`` (a dict) receives the executor's report:
     tasks solved and reused, throughput, fallbacks. ``on_problem(layer, step, problem, result, columns)`` is called
-    for every Wqer segment solved in this call.
+    for every Wqer segment solved in this call; ``on_layer(name, layer, X_in, X_in_heldout)`` with the input each
+    layer sees (before its own input quantizer), for every layer quantized in this call.
     """
     from tqdm.auto import tqdm
 
@@ -133,6 +134,8 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
                 records.append(finished[name])
                 continue
             X_in, X_in_h = _layer_input(qmodel, name, layer, calib, heldout, fp_in[name], fp_in_h.get(name), config)
+            if on_layer is not None:
+                on_layer(name, layer, X_in, X_in_h)
             record = _quantize_layer(name, layer, fp_in[name], X_in, fp_in_h.get(name), X_in_h, config, solver,
                                      on_problem, state)
             records.append(record)
@@ -181,19 +184,13 @@ def _quantize_layer(name, layer, X, X_in, X_h, X_in_h, config: ERQConfig, solver
     return record
 
 
-def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = False,
-            progress: bool = True, on_problem=None) -> dict:
-    """Load the model and data of ``config``, quantize, evaluate; return the result (also in ``result.json``)."""
+def load_run_data(config: ERQConfig) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, object]:
+    """The FP model (parameters checked), calibration and held-out images (on ``config.device``) and the test split
+    of a run, exactly as :func:`run_erq` uses them (the analysis scripts load through here too)."""
     from roundlab.data import calibration_split, load_dataset
     from roundlab.zoo import load_model
 
-    times: dict[str, float] = {}
-    t_all = time.perf_counter()
     torch.manual_seed(config.seed)
-    device = torch.device(config.device)
-    run_dir = check_run_dir(Path(run_dir) if run_dir else default_run_dir(config))    # before anything loads
-
-    t = time.perf_counter()
     model, data_cfg = load_model(config.model, device=config.device, checkpoint=config.checkpoint)
     check_finite_parameters(model)                      # name a damaged parameter before the FP evaluation
     dataset = config.dataset or data_cfg.get("dataset", "fashion-mnist")
@@ -201,9 +198,21 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     test = load_dataset(dataset, split="test", root=config.data_root, data_config=data_cfg)
     calib, heldout = calibration_split(train, n=config.calib_images, n_heldout=config.heldout_images,
                                        seed=config.seed)
-    calib, heldout = calib.to(device), heldout.to(device)
+    device = torch.device(config.device)
     if config.eval_images is not None:
         test = test.subset(config.eval_images)
+    return model, calib.to(device), heldout.to(device), test
+
+
+def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = False,
+            progress: bool = True, on_problem=None) -> dict:
+    """Load the model and data of ``config``, quantize, evaluate; return the result (also in ``result.json``)."""
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+    run_dir = check_run_dir(Path(run_dir) if run_dir else default_run_dir(config))    # before anything loads
+
+    t = time.perf_counter()
+    model, calib, heldout, test = load_run_data(config)
     times["load_s"] = time.perf_counter() - t
     with RunState(run_dir, config, fresh) as state:
         t = time.perf_counter()
