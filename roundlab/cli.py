@@ -54,7 +54,7 @@ _FLAG_HELP = {
     "eval_images": "number of test images to evaluate on (None: the whole test split)",
     "seed": "seed of torch and of the calibration / held-out image draw, an integer in [0, 2**63)",
     "records": "basic, or full (also Wqer rounding-only / ridge-only errors for Figs. 6-7)",
-    "device": "torch device: cpu, cuda or cuda:N",
+    "device": "torch device: auto (cuda when a CUDA device is present, else cpu), cpu, cuda or cuda:N",
     "batch_size": "images per forward pass (memory only: never changes the weights)",
     "executor": "where Wqer's rounding subproblems run: serial, process (local workers) or ray",
     "workers": "worker processes / Ray slots for --executor process|ray",
@@ -195,8 +195,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from roundlab.data import load_dataset
     from roundlab.evaluate import evaluate
+    from roundlab.pipeline.config import resolve_device
     from roundlab.zoo import load_model
 
+    args.device = resolve_device(args.device)
     model, data_cfg = load_model(args.model, device=args.device, checkpoint=args.checkpoint)
     ds = load_dataset(data_cfg.get("dataset", "fashion-mnist") if isinstance(data_cfg, dict) else "fashion-mnist",
                       split="test", root=args.data_root)
@@ -229,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="fmnist-vit", help=_FLAG_HELP["model"] + " (default: fmnist-vit)")
     e.add_argument("--checkpoint", default=None, help=_FLAG_HELP["checkpoint"] + " (default: None)")
     e.add_argument("--data-root", default=None, help=_FLAG_HELP["data_root"] + " (default: None)")
-    e.add_argument("--device", default="cpu", help=_FLAG_HELP["device"] + " (default: cpu)")
+    e.add_argument("--device", default="auto", help=_FLAG_HELP["device"] + " (default: auto)")
     e.add_argument("--batch-size", type=int, default=500, help=_FLAG_HELP["batch_size"] + " (default: 500)")
     e.set_defaults(func=cmd_eval)
 

@@ -65,7 +65,7 @@ class ERQConfig:
     eval_images: int | None = None          # None: the whole test split
     seed: int = 0
     records: str = "basic"                  # "full" also runs Wqer's rounding-only / ridge-only variants
-    device: str = "cpu"
+    device: str = "auto"                     # "auto": cuda when a CUDA device is present, else cpu; or cpu | cuda[:N]
     batch_size: int = 256
     # how Wqer's rounding subproblems run (roundlab.fanout); answers are recorded in <run dir>/subproblems.sqlite
     executor: str = "serial"                # "serial" | "process" (local workers) | "ray" (RAY_ADDRESS or local)
@@ -97,7 +97,7 @@ class ERQConfig:
         if shadowed:    # the run's name, table and digest would show the field, the model the override
             raise RoundlabError(f"quant option(s) {shadowed} are fields of the run itself; set them with "
                                 f"{', '.join('--' + k.replace('_', '-') for k in shadowed)}, not --quant-opt")
-        check_device(self.device)
+        object.__setattr__(self, "device", resolve_device(self.device))     # the run records the device it used
         self.quant_config()                                  # a bad quant option: one clear error, now
         for name in ("calib_images", "heldout_images", "batch_size"):
             v = getattr(self, name)
@@ -168,6 +168,17 @@ class ERQConfig:
 NOT_DIGESTED = ("device", "batch_size", "eval_images", "executor", "workers")
 #: Fields added later, with their defaults: in the digest only when set to something else.
 LATER_FIELDS = {"chunk_rows": None, "task_timeout": None, "retries": 2, "on_solver_error": "raise"}
+
+
+def resolve_device(device) -> str:
+    """``"auto"`` → ``"cuda"`` when a CUDA device is available, else ``"cpu"``; any other value is checked
+    (:func:`check_device`) and returned as given."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() and torch.cuda.device_count() > 0 else "cpu"
+    check_device(device)
+    return device
 
 
 def check_device(device) -> None:

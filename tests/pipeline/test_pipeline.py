@@ -116,3 +116,15 @@ def test_ablation_switches_and_partition(images):
 def test_bad_config_is_one_clear_error(bad, message):
     with pytest.raises(RoundlabError, match=message):
         _config(**bad)
+
+
+def test_device_auto_is_cuda_when_present_else_cpu(monkeypatch):
+    """--device auto (the default) resolves once, in the config, so the run records the device it used."""
+    from roundlab.pipeline.config import ERQConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ERQConfig().device == "cpu" and ERQConfig(device="auto").device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = ERQConfig(device="auto")
+    assert cfg.device == "cuda" and cfg.digest() == ERQConfig(device="cpu").digest()   # where it runs: not hashed
