@@ -88,9 +88,53 @@ def load_timm_model(name: str, checkpoint: str | Path | None = None, download: b
         raise
     except Exception as e:   # noqa: BLE001 - timm/hub/torch raise many types; the user needs one line
         where = "the hub" if overlay is None else str(path)
+        misfit = None if overlay is None else checkpoint_misfit(name, path)
+        if misfit:
+            raise RoundlabError(f"checkpoint {path} does not fit timm model {name!r}: {misfit}") from None
         msg = " ".join(str(e).split())[:300]
         raise RoundlabError(f"could not load weights for timm model {name!r} from {where}: "
                             f"{type(e).__name__}: {msg}") from None
+
+
+def _read_state_dict(path: Path) -> dict | None:
+    """The tensors of a weights file (safetensors, or a torch file holding a state dict, possibly under
+    ``model``/``state_dict``); None when it cannot be read that way."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:   # noqa: BLE001 - unreadable: the caller reports timm's own error
+        return None
+    for key in ("model", "state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    return sd if isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values()) else None
+
+
+def checkpoint_misfit(name: str, path: Path) -> str | None:
+    """What keeps the weights file from fitting timm model ``name`` (keys missing or unexpected, tensors of another
+    shape, each with its first example), or None when the file cannot be read or seems to fit."""
+    import timm
+
+    found = _read_state_dict(path)
+    if found is None:
+        return None
+    wanted = timm.create_model(name, pretrained=False).state_dict()
+    missing = [k for k in wanted if k not in found]
+    unexpected = [k for k in found if k not in wanted]
+    shaped = [k for k in wanted if k in found and tuple(found[k].shape) != tuple(wanted[k].shape)]
+    parts = []
+    if shaped:
+        k = shaped[0]
+        parts.append(f"{len(shaped)} tensor(s) of another shape (first: {k} is {tuple(found[k].shape)} in the file, "
+                     f"{tuple(wanted[k].shape)} in the model — weights of another model size?)")
+    if missing:
+        parts.append(f"{len(missing)} key(s) missing (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) (first: {unexpected[0]})")
+    return "; ".join(parts) or None
 
 
 def timm_data_config(model: torch.nn.Module) -> dict:
