@@ -1,0 +1,147 @@
+"""Full ERQ at paper scale: per-stage time and peak memory (host and device) on the paper's model shapes.
+
+    python benchmarks/bench_scale.py                                    # DeiT-S, ViT-S, Swin-S; 32 and 1024 images; rr
+    python benchmarks/bench_scale.py --models deit_small_patch16_224 --images 32 --solvers rr,greedy,tabu
+    python benchmarks/bench_scale.py --device cuda --imagenet ~/data/imagenet      # real images on a GPU
+    python benchmarks/bench_scale.py --smoke                            # timm's test_vit, 4 images (seconds)
+
+Each (model, images, solver) runs in a fresh process, so its peak resident memory (``ru_maxrss``) is its own; on CUDA
+the peak allocated device memory is reported too. Weights are random (``timm.create_model(pretrained=False)``) unless
+timm finds local weights for the name (or ``--checkpoint`` for a single model); images are random 3×224×224 tensors
+(seeded) unless ``--imagenet DIR`` names a class-folder tree read through each model's own timm data config.
+Stages: ``calibrate_s`` (quantizer surgery, activation calibration, reparameterisation, capture of every layer's
+input), ``layers_s`` (per layer: Aqer, weight calibration, Wqer with the solver). Evaluation is not timed (random
+weights have nothing to evaluate). Results: a Markdown table on stdout and JSON lines in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAPER_MODELS = ["deit_small_patch16_224", "vit_small_patch16_224", "swin_small_patch4_window7_224"]
+
+
+def _model(name: str, checkpoint: str | None):
+    """The timm model with local weights when there are any, else random ones; and whether weights were real."""
+    import timm
+
+    from roundlab.zoo.timm_names import find_cached_weights, load_timm_model
+
+    if checkpoint is not None or find_cached_weights(name)[0] is not None:
+        return load_timm_model(name, checkpoint=checkpoint).eval(), True
+    return timm.create_model(name, pretrained=False).eval(), False
+
+
+def _images(model, n: int, imagenet: str | None, seed: int):
+    import torch
+
+    if imagenet is None:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, 3, 224, 224, generator=g)
+    from roundlab.data import calibration_set, load_dataset
+    from roundlab.zoo.timm_names import timm_data_config
+
+    return calibration_set(load_dataset("imagenet", "train", root=imagenet, data_config=timm_data_config(model)),
+                           n, seed=seed)
+
+
+def run_one(job: dict, queue) -> None:
+    """Child process: one full ERQ; puts its measurements on ``queue``."""
+    import torch
+
+    from roundlab.pipeline.config import ERQConfig
+    from roundlab.pipeline.run import erq_quantize
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    model, real = _model(job["model"], job["checkpoint"])
+    cfg = ERQConfig(model=job["model"], solver=job["solver"], calib_images=job["images"], heldout_images=0,
+                    device=job["device"], batch_size=job["batch_size"])
+    calib = _images(model, job["images"], job["imagenet"], cfg.seed).to(cfg.device)
+    model = model.to(cfg.device)
+    if cfg.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times: dict = {}
+    t0 = time.perf_counter()
+    _, records = erq_quantize(model, calib, cfg, times=times)
+    out = {**job, "device": cfg.device, "real_weights": real, "layers": len(records),
+           "calibrate_s": times["calibrate_s"], "layers_s": times["layers_s"], "total_s": time.perf_counter() - t0,
+           "max_layer_s": max(r["time_s"] for r in records),
+           "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cfg.device.startswith("cuda") else None,
+           "threads": torch.get_num_threads()}
+    queue.put(out)
+
+
+def measure(job: dict) -> dict:
+    """``run_one`` in a fresh (spawned) process: its own peak memory, nothing cached from an earlier job."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=run_one, args=(job, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0 or queue.empty():
+        return {**job, "error": f"exit code {proc.exitcode}"}
+    return queue.get()
+
+
+def _table(rows: list[dict]) -> str:
+    head = "| model | images | solver | device | calibrate s | layers s | max layer s | host peak MB | device peak MB |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['images']} | {r['solver']} | {r['device']} | {r['error']} ||||| ")
+            continue
+        dev = f"{r['device_peak_mb']:.0f}" if r["device_peak_mb"] is not None else "–"
+        lines.append(f"| {r['model']} | {r['images']} | {r['solver']} | {r['device']} | {r['calibrate_s']:.1f} | "
+                     f"{r['layers_s']:.1f} | {r['max_layer_s']:.1f} | {r['host_peak_mb']:.0f} | {dev} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(PAPER_MODELS), help="comma-separated timm model names")
+    p.add_argument("--images", default="32,1024", help="comma-separated calibration image counts")
+    p.add_argument("--solvers", default="rr", help="comma-separated Wqer solvers (e.g. rr,greedy,tabu)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    p.add_argument("--imagenet", default=None, help="an ImageNet class-folder root (DIR/train/<wnid>/*.JPEG); "
+                                                    "default: random images")
+    p.add_argument("--checkpoint", default=None, help="a weights file (one model only)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads per run (0: torch's default)")
+    p.add_argument("--out", default="runs/bench_scale.jsonl", help="JSON lines, one per run (appended)")
+    p.add_argument("--smoke", action="store_true", help="timm's test_vit with 4 images: checks the script runs")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.models, args.images, args.solvers = "test_vit", "4", "rr"
+    models = args.models.split(",")
+    if args.checkpoint and len(models) != 1:
+        p.error("--checkpoint needs exactly one model")
+    rows = []
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    for model in models:
+        for n in (int(x) for x in args.images.split(",")):
+            for solver in args.solvers.split(","):
+                job = {"model": model, "images": n, "solver": solver, "device": args.device,
+                       "imagenet": args.imagenet, "checkpoint": args.checkpoint, "batch_size": args.batch_size,
+                       "threads": args.threads}
+                print(f"running {model}, {n} images, {solver} ...", file=sys.stderr, flush=True)
+                row = measure(job)
+                rows.append(row)
+                with open(args.out, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    print(_table(rows))
+
+
+if __name__ == "__main__":
+    main()
