@@ -34,6 +34,8 @@ from roundlab.data.fmnist import (DEBIAN_FMNIST, FMNIST_CLASSES, FMNIST_FILES, F
 from roundlab.data.idx import read_idx, write_idx
 from roundlab.data.imagenet import IMAGENET_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, imagenet_transform, load_imagenet
 from roundlab.errors import RoundlabError
+from roundlab.registry import Registry
+from roundlab.validate import check_known
 
 __all__ = ["DATASETS", "DEBIAN_FMNIST", "FMNIST_CLASSES", "FMNIST_FILES", "FMNIST_FIT", "FMNIST_MEAN", "FMNIST_MIRROR",
            "FMNIST_STD", "DatasetSpec", "ImageFolderDataset", "TensorImageDataset", "calibration_indices",
@@ -53,24 +55,26 @@ class DatasetSpec:
     splits: tuple[str, ...]
 
 
-DATASETS = {
-    "fashion-mnist": DatasetSpec("fashion-mnist", 10, (1, 28, 28), FMNIST_MEAN, FMNIST_STD, ("train", "val", "test")),
-    "imagenet": DatasetSpec("imagenet", 1000, IMAGENET_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD,
-                            ("train", "val", "test")),
-}
+#: Every known dataset by name.
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS.register("fashion-mnist", DatasetSpec("fashion-mnist", 10, (1, 28, 28), FMNIST_MEAN, FMNIST_STD,
+                                               ("train", "val", "test")))
+DATASETS.register("imagenet", DatasetSpec("imagenet", 1000, IMAGENET_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD,
+                                          ("train", "val", "test")))
 _ALIASES = {"fmnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
             "imagenet-1k": "imagenet", "imagenet1k": "imagenet", "in1k": "imagenet"}
 
 
 def list_datasets() -> list[str]:
-    return sorted(DATASETS)
+    return sorted(DATASETS.names())
 
 
 def get_spec(name: str) -> DatasetSpec:
-    key = _ALIASES.get(name.lower(), name.lower())
+    """The dataset ``name`` (case-insensitive, common aliases accepted)."""
+    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else name
     if key not in DATASETS:
-        raise RoundlabError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
-    return DATASETS[key]
+        check_known("dataset", name, list_datasets())
+    return DATASETS.get(key)
 
 
 def load_dataset(name: str = "fashion-mnist", split: str = "test", root: str | Path | None = None,
@@ -84,7 +88,7 @@ def load_dataset(name: str = "fashion-mnist", split: str = "test", root: str | P
     """
     spec = get_spec(name)
     if split not in spec.splits:
-        raise RoundlabError(f"unknown split {split!r} for {spec.name}; known: {', '.join(spec.splits)}")
+        raise RoundlabError(f"unknown split {split!r} for {spec.name}; choose one of {', '.join(spec.splits)}")
     cfg = dict(data_config or {})
     if spec.name == "fashion-mnist":
         # DEBIAN_FMNIST is read from this module at call time, so setting roundlab.data.DEBIAN_FMNIST moves it

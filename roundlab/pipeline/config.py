@@ -16,6 +16,7 @@ from roundlab.errors import RoundlabError
 from roundlab.pipeline.lam import CONVENTIONS, HEAD_LAMS
 from roundlab.pipeline.wqer import PARTITIONS
 from roundlab.quant.grid import check_bits
+from roundlab.registry import Registry
 from roundlab.validate import check_known
 
 DATA_FLOWS = ("independent", "sequential")
@@ -23,14 +24,14 @@ ROUNDING_LAYERS = ("all", "qkv_fc1")
 RECORDS = ("basic", "full")
 
 #: Named rows of the results tables. Each maps to switches of :class:`ERQConfig`.
-METHODS: dict[str, dict[str, Any]] = {
-    # min/max quantizers, layer-wise activations, no reparameterisation, single-grid weights, round to nearest
-    "rtn": {"calibration": "minmax", "reparam": False, "dual_uniform": False, "aqer": False, "wqer": False},
-    "calib": {"aqer": False, "wqer": False},          # RepQ-ViT calibration + reparam (the paper's "baseline")
-    "aqer": {"aqer": True, "wqer": False},            # + Aqer, weights rounded to nearest
-    "wqer": {"aqer": False, "wqer": True},            # + Wqer only
-    "erq": {"aqer": True, "wqer": True},              # full ERQ
-}
+METHODS: Registry[dict[str, Any]] = Registry("method")
+# min/max quantizers, layer-wise activations, no reparameterisation, single-grid weights, round to nearest
+METHODS.register("rtn", {"calibration": "minmax", "reparam": False, "dual_uniform": False, "aqer": False,
+                         "wqer": False})
+METHODS.register("calib", {"aqer": False, "wqer": False})    # RepQ-ViT calibration + reparam (the paper's "baseline")
+METHODS.register("aqer", {"aqer": True, "wqer": False})      # + Aqer, weights rounded to nearest
+METHODS.register("wqer", {"aqer": False, "wqer": True})      # + Wqer only
+METHODS.register("erq", {"aqer": True, "wqer": True})        # full ERQ
 
 
 @dataclass(frozen=True)
