@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from roundlab.pipeline.ridge import ridge_solve, with_ones
+from roundlab.pipeline.stats import LayerStats
 
 
 def stack_theta(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -39,8 +40,12 @@ def aqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, Y: torch.T
 
     ``lam`` is the absolute constant added to the unnormalised Gram ``AᵀA``.
     """
-    theta = stack_theta(W, b)
-    A = design(Xbar, b is not None)
-    E = Y.to(torch.float64) - A @ theta.T
-    delta_theta_T = ridge_solve(A.T @ A, A.T @ E, lam, what="Aqer Gram matrix")
-    return split_theta(theta + delta_theta_T.T, b is not None)
+    stats = LayerStats(stack_theta(W, b), b is not None)
+    stats.add(design(Xbar, b is not None), Y)
+    return aqer_update(stats, lam, b is not None)
+
+
+def aqer_update(stats: LayerStats, lam: float, has_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Aqer from a layer's streamed statistics: ``Θ = Θ₀ + ((G + c·I)⁻¹ R)ᵀ`` (``R = ĀᵀE₀``, the act-only error)."""
+    delta_theta_T = ridge_solve(stats.G, stats.R, lam, what="Aqer Gram matrix")
+    return split_theta(stats.theta0 + delta_theta_T.T, has_bias)

@@ -1,6 +1,7 @@
 """Capture the inputs of chosen layers with forward pre-hooks, always removed (a context manager).
 
-Inputs are kept in memory as (N, Din) matrices: the token dimension is flattened for Linears, and a Conv2d's input is
+:func:`stream_inputs` hands each batch's inputs to a callback (the pipeline accumulates statistics from them);
+:func:`run_capturing` keeps them in memory as (N, Din) matrices: the token dimension is flattened for Linears, and a Conv2d's input is
 unfolded into its patches (``F.unfold``, rows ordered (c, ky, kx) like ``weight.reshape(Dout, -1)``).
 ``stop_after`` aborts the forward pass once that layer's input is captured, so a sequential pipeline pays only for the
 network up to the layer it is working on.
@@ -29,14 +30,13 @@ def as_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def capture_inputs(layers: dict[str, nn.Module], stop_after: str | None = None):
-    """Yield a dict name -> list of captured (N_i, Din) tensors, filled by each forward pass inside the block."""
-    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+def input_hooks(layers: dict[str, nn.Module], on_input, stop_after: str | None = None):
+    """Within the block, every forward pass calls ``on_input(name, rows)`` with each layer's (n, Din) input."""
     handles = []
 
     def make_hook(name):
         def hook(module, args):
-            store[name].append(as_rows(module, args[0].detach()))
+            on_input(name, as_rows(module, args[0].detach()))
             if name == stop_after:
                 raise _Stop
         return hook
@@ -44,19 +44,27 @@ def capture_inputs(layers: dict[str, nn.Module], stop_after: str | None = None):
     for name, module in layers.items():
         handles.append(module.register_forward_pre_hook(make_hook(name)))
     try:
-        yield store
+        yield
     finally:
         for h in handles:
             h.remove()
 
 
-def run_capturing(model: nn.Module, images: torch.Tensor, layers: dict[str, nn.Module],
-                  stop_after: str | None = None, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Run ``model`` on ``images`` in batches and return each layer's concatenated (N, Din) input."""
-    with capture_inputs(layers, stop_after=stop_after) as store, torch.no_grad():
+def stream_inputs(model: nn.Module, images: torch.Tensor, layers: dict[str, nn.Module], on_input,
+                  stop_after: str | None = None, batch_size: int = 64) -> None:
+    """Run ``model`` on ``images`` in batches; ``on_input(name, rows)`` receives each layer's input batch by batch
+    (nothing is kept here: memory does not grow with the number of images)."""
+    with input_hooks(layers, on_input, stop_after=stop_after), torch.no_grad():
         for i in range(0, images.shape[0], batch_size):
             try:
                 model(images[i:i + batch_size])
             except _Stop:
                 pass
+
+
+def run_capturing(model: nn.Module, images: torch.Tensor, layers: dict[str, nn.Module],
+                  stop_after: str | None = None, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``images`` in batches and return each layer's concatenated (N, Din) input."""
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    stream_inputs(model, images, layers, lambda name, rows: store[name].append(rows), stop_after, batch_size)
     return {name: torch.cat(chunks) for name, chunks in store.items() if chunks}

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from roundlab.errors import RoundlabError
-from roundlab.pipeline.capture import run_capturing
 from roundlab.pipeline.config import ERQConfig
 from roundlab.pipeline.fp_cache import fp_reference
+from roundlab.pipeline.layer_data import LayerData
 from roundlab.pipeline.provenance import peak_memory_mb, versions
 from roundlab.pipeline.rundir import RunState, atomic_write, check_run_dir
 from roundlab.pipeline.stages import process_layer
@@ -73,13 +73,9 @@ def fanned_solver(config: ERQConfig, state: RunState | None):
                         error_log=None if state is None else state.dir / "errors.log")
 
 
-def calibrate_and_capture(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
-                          heldout: torch.Tensor | None = None):
+def calibrate(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig):
     """The pipeline's first stages on a copy of ``model``: quantizer surgery, activation calibration (FP weights, as
-    released), reparameterisation, then the FP input of every quantized layer on ``calib`` (and ``heldout``).
-
-    Returns ``(qmodel, layers, fp_in, fp_in_heldout)`` with every quantizer left off.
-    """
+    released) and reparameterisation. Returns ``(qmodel, layers)`` (name → quantized layer, in forward order)."""
     from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
 
     check_finite_parameters(model)
@@ -89,12 +85,7 @@ def calibrate_and_capture(model: torch.nn.Module, calib: torch.Tensor, config: E
         qmodel(calib)
     if config.reparam and config.calibration == "percentile":
         reparameterize(qmodel)
-    layers = dict(quant_layers(qmodel))
-    set_quant_state(qmodel, weight=False, act=False)
-    bs = config.batch_size
-    fp_in = run_capturing(qmodel, calib, layers, batch_size=bs)
-    fp_in_h = run_capturing(qmodel, heldout, layers, batch_size=bs) if heldout is not None and len(heldout) else {}
-    return qmodel, layers, fp_in, fp_in_h
+    return qmodel, dict(quant_layers(qmodel))
 
 
 def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
@@ -107,8 +98,9 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     layers are loaded from it and new ones saved to it, and every rounding subproblem's answer is recorded in its
     results store). The returned model has every quantizer on. ``fanout`` (a dict) receives the executor's report:
     tasks solved and reused, throughput, fallbacks. ``on_problem(layer, step, problem, result, columns)`` is called
-    for every Wqer segment solved in this call; ``on_layer(name, layer, X_in, X_in_heldout)`` with the input each
-    layer sees (before its own input quantizer), for every layer quantized in this call.
+    for every Wqer segment solved in this call; ``on_layer(name, layer, stats, stats_heldout)`` with each layer's data
+    (:class:`~roundlab.pipeline.stats.LayerStats`; with ``on_layer`` given they keep their samples ``[X̄ | 1]``) for
+    every layer quantized in this call.
     """
     from tqdm.auto import tqdm
 
@@ -118,27 +110,27 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     heldout = calib[:0] if heldout is None else heldout
 
     t = time.perf_counter()
-    qmodel, layers, fp_in, fp_in_h = calibrate_and_capture(model, calib, config, heldout)
-    times["calibrate_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
+    qmodel, layers = calibrate(model, calib, config)
     finished = state.finished_records() if state is not None else {}
     records = []
     solver = fanned_solver(config, state)
     try:
+        data = LayerData(qmodel, layers, calib, heldout, config.data_flow, config.batch_size,
+                         keep_samples=solver.objective == "samples" or on_layer is not None)
+        times["calibrate_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
         for name, layer in bar:                          # in forward order: ERQ's layer-by-layer sweep
             bar.set_postfix_str(name)
             if state is not None and state.done(name) and name in finished:
+                data.drop(name)
                 restore_layer(layer, state.load(name))
                 records.append(finished[name])
                 continue
-            X_in, X_in_h = _layer_input(qmodel, name, layer, calib, heldout, fp_in[name], fp_in_h.get(name), config)
+            stats, stats_h = data.take(name)
             if on_layer is not None:
-                on_layer(name, layer, X_in, X_in_h)
-            record = _quantize_layer(name, layer, fp_in[name], X_in, fp_in_h.get(name), X_in_h, config, solver,
-                                     on_problem, state)
-            records.append(record)
+                on_layer(name, layer, stats, stats_h)
+            records.append(_quantize_layer(name, layer, stats, stats_h, config, solver, on_problem, state))
     finally:
         solver.close()
     if fanout is not None:
@@ -148,23 +140,7 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     return qmodel, records
 
 
-def _layer_input(qmodel, name, layer, calib, heldout, X, X_h, config: ERQConfig):
-    """The input the layer sees: the FP network's (``independent``), or that of the network quantized so far
-    (``sequential``: a forward pass up to this layer with every earlier layer's quantizers on)."""
-    from roundlab.quant import set_quant_state
-
-    if config.data_flow != "sequential":
-        return X, X_h
-    bs = config.batch_size
-    set_quant_state(qmodel, weight=True, act=True)
-    X_in = run_capturing(qmodel, calib, {name: layer}, stop_after=name, batch_size=bs)[name]
-    X_in_h = None if X_h is None else \
-        run_capturing(qmodel, heldout, {name: layer}, stop_after=name, batch_size=bs)[name]
-    set_quant_state(qmodel, weight=False, act=False)
-    return X_in, X_in_h
-
-
-def _quantize_layer(name, layer, X, X_in, X_h, X_in_h, config: ERQConfig, solver, on_problem,
+def _quantize_layer(name, layer, stats, stats_h, config: ERQConfig, solver, on_problem,
                     state: RunState | None) -> dict:
     """Aqer + Wqer on one layer (:func:`process_layer`), its final weights written into it and, with a run
     directory, saved there; returns its record."""
@@ -172,8 +148,7 @@ def _quantize_layer(name, layer, X, X_in, X_h, X_in_h, config: ERQConfig, solver
     n_fallbacks = len(solver.stats.fallbacks)
     try:
         with fixed_threads(1):      # persisted numbers independent of the thread count (threads.py)
-            record, new_state = process_layer(name, layer, X, X_in, config, solver, X_h, X_in_h,
-                                              on_problem=on_problem)
+            record, new_state = process_layer(name, layer, stats, config, solver, stats_h, on_problem=on_problem)
     except RoundlabError as e:
         raise RoundlabError(f"layer {name}: {e}" if name not in str(e) else str(e)) from None
     record["digest"] = config.digest()

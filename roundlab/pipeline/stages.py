@@ -1,8 +1,9 @@
 """One layer through the ERQ stages: Eq. 4 errors before/after, Aqer, weight-quantizer calibration, Wqer.
 
-The layer's data arrive as matrices: ``X`` the FP network's input to the layer (the Eq. 4 reference), ``X_in`` the
-input the layer actually sees (``X`` in the ``independent`` data flow; the partially quantized network's in
-``sequential``), quantized here by the layer's own activation quantizer. Nothing here knows which solver runs.
+The layer's data arrive as streamed statistics (:class:`~roundlab.pipeline.stats.LayerStats`), fed batch by batch by
+:func:`add_batch` with ``X`` the FP network's input to the layer (the Eq. 4 reference) and ``X_in`` the input the
+layer actually sees (``X`` in the ``independent`` data flow; the partially quantized network's in ``sequential``),
+quantized by the layer's own activation quantizer. Nothing here knows which solver runs.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import time
 
 import torch
 
-from roundlab.pipeline.aqer import aqer
+from roundlab.pipeline.aqer import aqer_update, design, stack_theta
 from roundlab.pipeline.config import ERQConfig
 from roundlab.pipeline.lam import aqer_constant, wqer_constant
-from roundlab.pipeline.records import output_error, reduction_ratios
+from roundlab.pipeline.records import reduction_ratios
+from roundlab.pipeline.stats import LayerStats
 from roundlab.pipeline.wqer import wqer
 
 ROUNDING_KINDS = {"all": None, "qkv_fc1": {"qkv", "fc1"}}
@@ -30,9 +32,27 @@ def quantize_input(layer, X: torch.Tensor) -> torch.Tensor:
         return aq(X)
 
 
-def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config: ERQConfig, solver,
-                  X_heldout: torch.Tensor | None = None, X_in_heldout: torch.Tensor | None = None,
-                  on_problem=None) -> tuple[dict, dict]:
+def layer_weights(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layer's ``(W, b)`` in float64, ``W`` as the (Dout, Din) matrix its input rows multiply."""
+    W = layer.weight.detach().reshape(layer.weight.shape[0], -1).to(torch.float64)
+    return W, (None if layer.bias is None else layer.bias.detach().to(torch.float64))
+
+
+def new_stats(layer, keep_samples: bool = False) -> LayerStats:
+    """Empty statistics for ``layer`` around its current weights ``Θ₀``."""
+    W, b = layer_weights(layer)
+    return LayerStats(stack_theta(W, b), b is not None, keep_samples=keep_samples)
+
+
+def add_batch(stats: LayerStats, layer, X: torch.Tensor, X_in: torch.Tensor) -> None:
+    """One batch of rows: ``X`` the FP network's input (Eq. 4 reference), ``X_in`` the input the layer sees."""
+    W0, b0 = layer_weights(layer)
+    Y = X.to(torch.float64) @ W0.T + (0 if b0 is None else b0)
+    stats.add(design(quantize_input(layer, X_in), b0 is not None), Y)
+
+
+def process_layer(name: str, layer, stats: LayerStats, config: ERQConfig, solver,
+                  stats_heldout: LayerStats | None = None, on_problem=None) -> tuple[dict, dict]:
     """Run the configured stages on one layer; return (record, state) where state holds the new weights.
 
     The weight quantizer is left calibrated on the post-Aqer weights; the caller writes ``state`` into the layer.
@@ -41,11 +61,8 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
     t0 = time.perf_counter()
     kind = getattr(layer, "kind", "linear")
     wq = layer.weight_quantizer
-    W0 = layer.weight.detach().reshape(layer.weight.shape[0], -1).to(torch.float64)
-    b0 = None if layer.bias is None else layer.bias.detach().to(torch.float64)
-    Xbar = quantize_input(layer, X_in)
-    Xbar_h = None if X_heldout is None else quantize_input(layer, X_in_heldout)
-    N = Xbar.shape[0]
+    W0, b0 = layer_weights(layer)
+    N = stats.N
     weights: dict[str, tuple] = {}
 
     def rtn(Wx):
@@ -57,8 +74,8 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
 
     WA, bA = W0, b0
     if config.aqer and kind != "patch_embed":
-        Y = X.to(torch.float64) @ W0.T + (0 if b0 is None else b0)
-        WA, bA = aqer(W0, b0, Xbar, Y, aqer_constant(config.lam_convention, config.lam, N, kind, config.head_lam))
+        WA, bA = aqer_update(stats, aqer_constant(config.lam_convention, config.lam, N, kind, config.head_lam),
+                             b0 is not None)
         weights["aqer"] = (WA, bA)
     wq.calibrate(WA.to(layer.weight.dtype))            # ERQ step 8: weight quantizers see the post-Aqer W
     weights["rtn_after_aqer"] = (rtn(WA), bA)
@@ -66,14 +83,14 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
     wqer_totals = None
     Wf, bf = WA, bA
     if config.wqer:
-        res, variants = _run_wqer(name, kind, wq, WA, bA, Xbar, config, solver, on_problem)
+        res, variants = _run_wqer(name, kind, wq, WA, bA, stats, config, solver, on_problem)
         Wf, bf = res.W, res.b
         wqer_totals = res.totals()
         weights["wqer"] = (Wf, bf)
         weights.update(variants)
     weights["final"] = (rtn(Wf), bf)
 
-    errors = _error_records(weights, W0, b0, X, Xbar, X_heldout, Xbar_h)
+    errors = _error_records(weights, stats, stats_heldout)
     record = {"layer": name, "kind": kind, "shape": list(layer.weight.shape), "n_calib": N,
               "errors": errors.pop("errors"), "ratios": errors.pop("ratios"), "wqer": wqer_totals, **errors}
     record["time_s"] = time.perf_counter() - t0
@@ -83,7 +100,7 @@ def process_layer(name: str, layer, X: torch.Tensor, X_in: torch.Tensor, config:
     return record, state
 
 
-def _run_wqer(name, kind, wq, WA, bA, Xbar, config: ERQConfig, solver, on_problem):
+def _run_wqer(name, kind, wq, WA, bA, stats: LayerStats, config: ERQConfig, solver, on_problem):
     """Wqer on the post-Aqer weights with the layer's weight grid; with ``records="full"`` also its two halves on
     their own (rounding only, ridge only: paper Figs. 6-7). Returns the main result and those variants' weights."""
     scale, zero = wq.element_grid()
@@ -91,10 +108,10 @@ def _run_wqer(name, kind, wq, WA, bA, Xbar, config: ERQConfig, solver, on_proble
     zero = torch.as_tensor(zero).reshape(-1, 1) if torch.as_tensor(zero).dim() == 1 else zero
     allowed = ROUNDING_KINDS[config.rounding_layers]
     rounding = config.rounding and kind != "patch_embed" and (allowed is None or kind in allowed)
-    lam_w = wqer_constant(config.lam_convention, config.lam, Xbar.shape[0], kind)
+    lam_w = wqer_constant(config.lam_convention, config.lam, stats.N, kind)
 
     def run(rnd, rdg, hook=None):
-        return wqer(WA, bA, Xbar, scale, zero, wq.bits, solver, lam_w, rounding=rnd, ridge=rdg,
+        return wqer(WA, bA, stats, scale, zero, wq.bits, solver, lam_w, rounding=rnd, ridge=rdg,
                     partition=config.partition, on_problem=hook)
 
     res = run(rounding, config.ridge, None if on_problem is None else functools.partial(on_problem, name))
@@ -108,13 +125,16 @@ def _run_wqer(name, kind, wq, WA, bA, Xbar, config: ERQConfig, solver, on_proble
     return res, variants
 
 
-def _error_records(weights: dict, W0, b0, X, Xbar, X_heldout, Xbar_h) -> dict:
+def _error_records(weights: dict, stats: LayerStats, stats_heldout: LayerStats | None) -> dict:
     """Eq. 4's output error of every weight variant against the FP layer, with the reduction ratios (Figs. 5-9);
     on the held-out images too when there are any."""
-    errors = {k: output_error(W0, b0, X, Wk, bk, Xbar) for k, (Wk, bk) in weights.items()}
+    def errors_on(st: LayerStats) -> dict:
+        return {k: st.error(stack_theta(Wk, bk)) for k, (Wk, bk) in weights.items()}
+
+    errors = errors_on(stats)
     out = {"errors": errors, "ratios": reduction_ratios(errors)}
-    if Xbar_h is not None and Xbar_h.shape[0] > 0:
-        errors_h = {k: output_error(W0, b0, X_heldout, Wk, bk, Xbar_h) for k, (Wk, bk) in weights.items()}
+    if stats_heldout is not None and stats_heldout.N > 0:
+        errors_h = errors_on(stats_heldout)
         out["errors_heldout"] = errors_h
         out["ratios_heldout"] = reduction_ratios(errors_h)
     return out

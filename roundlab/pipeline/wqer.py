@@ -27,8 +27,10 @@ from typing import Callable
 import torch
 
 from roundlab.validate import check_known
+from roundlab.errors import RoundlabError
 from roundlab.pipeline.aqer import design, split_theta, stack_theta
 from roundlab.pipeline.ridge import cholesky, gram
+from roundlab.pipeline.stats import LayerStats
 from roundlab.quant.grid import fake_quant
 
 PARTITIONS = ("natural", "error")
@@ -75,14 +77,16 @@ def _expand(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return torch.as_tensor(t).to(torch.float64).expand(shape)
 
 
-def wqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-         bits: int, solver, lam: float, *, rounding: bool = True, ridge: bool = True,
+def wqer(W: torch.Tensor, b: torch.Tensor | None, data: torch.Tensor | LayerStats, scale: torch.Tensor,
+         zero: torch.Tensor, bits: int, solver, lam: float, *, rounding: bool = True, ridge: bool = True,
          partition: str = "natural", on_problem: ProblemHook | None = None) -> WqerResult:
     """Run Wqer on one layer and return the on-grid ``W`` (float64), the re-fitted FP ``b`` and per-step records.
 
-    ``Xbar`` is the layer's quantized input (N, Din); ``scale``/``zero`` broadcast to ``W.shape`` (per row, or per
-    element for dual-uniform rows); ``solver`` is any registered solver instance (called as ``solver(problem)``);
-    ``lam`` is the absolute ridge constant (:func:`roundlab.pipeline.lam.wqer_constant`).
+    ``data`` is the layer's quantized input ``X̄`` (N, Din), or its streamed statistics (:class:`LayerStats`: the Gram
+    matrix of ``[X̄ | 1]``, and the samples when a solver minimises the samples objective); ``scale``/``zero``
+    broadcast to ``W.shape`` (per row, or per element for dual-uniform rows); ``solver`` is any registered solver
+    instance (called as ``solver(problem)``); ``lam`` is the absolute ridge constant
+    (:func:`roundlab.pipeline.lam.wqer_constant`).
     """
     from roundlab.solvers import get_solver
 
@@ -92,11 +96,13 @@ def wqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, scale: tor
     n_w = W.shape[1]
     scale = _expand(scale, W.shape).to(theta.device)
     zero = _expand(zero, W.shape).to(theta.device)
-    Xt = design(Xbar, has_bias).to(theta.device)
-    G = gram(Xt)
+    Xt, G, N = _regressors(data, has_bias, theta.device)
     chosen = solver if rounding else get_solver("nearest")
+    if chosen.objective == "samples" and Xt is None:
+        raise RoundlabError(f"solver {chosen.name!r} minimises the samples objective, but this layer's samples were "
+                            f"not kept (LayerStats(keep_samples=True))")
     shared = partition == "natural"          # every row shares its columns: one M, one Cholesky factor per step
-    segment = _Segments(theta, Xt, G, scale, zero, bits, samples=chosen.objective == "samples", shared=shared)
+    segment = _Segments(theta, Xt, G, N, scale, zero, bits, samples=chosen.objective == "samples", shared=shared)
     result = WqerResult(W=theta, b=None)
 
     last = theta.shape[1] - 1
@@ -126,12 +132,21 @@ def wqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, scale: tor
     return result
 
 
+def _regressors(data, has_bias: bool, device) -> tuple[torch.Tensor | None, torch.Tensor, int]:
+    """``(X̃ or None, G = X̃ᵀX̃, N)`` with ``X̃ = [X̄ | 1]``, from the samples or from streamed statistics."""
+    if isinstance(data, LayerStats):
+        Xt = data.samples
+        return (None if Xt is None else Xt.to(device)), data.G.to(device), data.N
+    Xt = design(data, has_bias).to(device)
+    return Xt, gram(Xt), Xt.shape[0]
+
+
 class _Segments:
     """Builds the rounding problem of the columns ``S`` of Θ: proxy ``M = X̃_Sᵀ X̃_S / N`` from the Gram matrix, or
     the N samples ``X̃_S`` for a solver that minimises the samples objective (the paper's "MIQP w/o proxy")."""
 
-    def __init__(self, theta, Xt, G, scale, zero, bits, samples: bool, shared: bool):
-        self.theta, self.Xt, self.G, self.N = theta, Xt, G, Xt.shape[0]
+    def __init__(self, theta, Xt, G, N, scale, zero, bits, samples: bool, shared: bool):
+        self.theta, self.Xt, self.G, self.N = theta, Xt, G, N
         self.scale, self.zero, self.bits = scale, zero, bits
         self.samples, self.shared = samples, shared
 
