@@ -19,6 +19,7 @@ from roundlab.pipeline.lam import aqer_constant, wqer_constant
 from roundlab.pipeline.records import reduction_ratios
 from roundlab.pipeline.stats import LayerStats
 from roundlab.pipeline.wqer import wqer
+from roundlab.threads import fixed_threads
 
 ROUNDING_KINDS = {"all": None, "qkv_fc1": {"qkv", "fc1"}}
 
@@ -45,10 +46,12 @@ def new_stats(layer, keep_samples: bool = False) -> LayerStats:
 
 
 def add_batch(stats: LayerStats, layer, X: torch.Tensor, X_in: torch.Tensor) -> None:
-    """One batch of rows: ``X`` the FP network's input (Eq. 4 reference), ``X_in`` the input the layer sees."""
-    W0, b0 = layer_weights(layer)
-    Y = X.to(torch.float64) @ W0.T + (0 if b0 is None else b0)
-    stats.add(design(quantize_input(layer, X_in), b0 is not None), Y)
+    """One batch of rows: ``X`` the FP network's input (Eq. 4 reference), ``X_in`` the input the layer sees.
+    Summed with one thread (:func:`roundlab.threads.fixed_threads`): the statistics are persisted numbers."""
+    with fixed_threads(1):
+        W0, b0 = layer_weights(layer)
+        Y = X.to(torch.float64).contiguous() @ W0.T + (0 if b0 is None else b0)   # as X̄ will be: same kernel
+        stats.add(design(quantize_input(layer, X_in), b0 is not None), Y)
 
 
 def process_layer(name: str, layer, stats: LayerStats, config: ERQConfig, solver,
