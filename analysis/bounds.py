@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from roundlab.files import atomic_file
+
 
 class Bounds:
     """``lower_bound(problem, "auto", sdp_max_d=0, **options)`` per distinct problem, kept in a file.
@@ -32,9 +34,8 @@ class Bounds:
         key = self.key(problem)
         if key not in self.known:
             self.known[key] = lower_bound(problem, "auto", sdp_max_d=0, **self.options).bound
-            tmp = self.path.with_suffix(".tmp")
-            torch.save(self.known, tmp)
-            tmp.replace(self.path)
+            with atomic_file(self.path) as tmp:
+                torch.save(self.known, tmp)
         return self.known[key]
 
 

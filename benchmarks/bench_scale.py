@@ -6,7 +6,8 @@
     python benchmarks/bench_scale.py --smoke                            # timm's test_vit, 4 images (seconds)
 
 Each (model, images, solver) runs in a fresh process, so its peak resident memory (``ru_maxrss``) is its own; on CUDA
-the peak allocated device memory is reported too. Weights are random (``timm.create_model(pretrained=False)``) unless
+the peak allocated device memory is reported too. A zoo name (``fmnist-vit``) runs on its committed weights and
+Fashion-MNIST calibration split. Weights of a timm name are random (``timm.create_model(pretrained=False)``) unless
 timm finds local weights for the name (or ``--checkpoint`` for a single model); images are random 3×224×224 tensors
 (seeded) unless ``--imagenet DIR`` names a class-folder tree read through each model's own timm data config.
 Stages: ``calibrate_s`` (quantizer surgery, activation calibration, reparameterisation, capture of every layer's
@@ -31,19 +32,31 @@ PAPER_MODELS = ["deit_small_patch16_224", "vit_small_patch16_224", "swin_small_p
 
 
 def _model(name: str, checkpoint: str | None):
-    """The timm model with local weights when there are any, else random ones; and whether weights were real."""
+    """A zoo model (its committed weights), or the timm model with local weights when there are any, else random
+    ones; and whether the weights are real."""
     import timm
 
+    from roundlab.zoo import ZOO, load_model
     from roundlab.zoo.timm_names import find_cached_weights, load_timm_model
 
+    if name in ZOO:
+        return load_model(name, checkpoint=checkpoint)[0], True
     if checkpoint is not None or find_cached_weights(name)[0] is not None:
         return load_timm_model(name, checkpoint=checkpoint).eval(), True
     return timm.create_model(name, pretrained=False).eval(), False
 
 
-def _images(model, n: int, imagenet: str | None, seed: int):
+def _images(name: str, model, n: int, imagenet: str | None, seed: int):
     import torch
 
+    from roundlab.zoo import ZOO
+
+    if name in ZOO:                   # the zoo's own calibration split (Fashion-MNIST)
+        from roundlab.data import calibration_split, load_dataset
+        from roundlab.zoo import load_model
+
+        train = load_dataset("fashion-mnist", split="train", data_config=load_model(name)[1])
+        return calibration_split(train, n=n, n_heldout=0, seed=seed)[0]
     if imagenet is None:
         g = torch.Generator().manual_seed(seed)
         return torch.randn(n, 3, 224, 224, generator=g)
@@ -66,7 +79,7 @@ def run_one(job: dict, queue) -> None:
     model, real = _model(job["model"], job["checkpoint"])
     cfg = ERQConfig(model=job["model"], solver=job["solver"], calib_images=job["images"], heldout_images=0,
                     device=job["device"], batch_size=job["batch_size"])
-    calib = _images(model, job["images"], job["imagenet"], cfg.seed).to(cfg.device)
+    calib = _images(job["model"], model, job["images"], job["imagenet"], cfg.seed).to(cfg.device)
     model = model.to(cfg.device)
     if cfg.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -109,7 +122,8 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(PAPER_MODELS), help="comma-separated timm model names")
+    p.add_argument("--models", default=",".join(PAPER_MODELS),
+                   help="comma-separated timm model names or zoo models (e.g. fmnist-vit)")
     p.add_argument("--images", default="32,1024", help="comma-separated calibration image counts")
     p.add_argument("--solvers", default="rr", help="comma-separated Wqer solvers (e.g. rr,greedy,tabu)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from roundlab.errors import RoundlabError
+from roundlab.files import atomic_file, atomic_write  # noqa: F401  (atomic_write: its historical home)
 from roundlab.pipeline.records import RecordWriter
 
 #: Files a fresh start removes (besides ``layers/*.pt``).
@@ -36,21 +37,6 @@ RUN_FILES = ("records.jsonl", "subproblems.sqlite", "subproblems.sqlite-wal", "s
              "errors.log", "result.json", "fanout.json")
 
 _HELD: dict[str, tuple[int, int]] = {}       # realpath → (fd, users): one lock per directory and process
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (a reader never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RoundlabError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def check_run_dir(path: str | Path) -> Path:
@@ -192,16 +178,11 @@ class RunState:
 
     def save(self, name: str, state: dict, record: dict) -> None:
         """Layer file (tmp + rename) and its record, which carries the file's checksum and the config digest."""
-        tmp = self.path(name).with_suffix(f".{os.getpid()}.tmp")
-        try:
+        with atomic_file(self.path(name), f"layer {name} into {self.layers}") as tmp:
             torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
             record = {**record, "digest": self.digest, "layer_sha256": file_sha256(tmp)}
             record["record_sha256"] = record_sha256(record)
             self.records.append(record)
-            tmp.replace(self.path(name))
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise RoundlabError(f"cannot write layer {name} into {self.layers}: {e.strerror or e}") from None
         self._finished[name] = record
 
     def load(self, name: str) -> dict:

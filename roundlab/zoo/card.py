@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from roundlab.errors import RoundlabError
+from roundlab.files import atomic_write
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
@@ -42,10 +43,7 @@ class ModelCard:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        atomic_write(path, self.to_json())
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ModelCard":

@@ -92,6 +92,6 @@ def test_samples_objective_needs_samples():
 
 
 def test_missing_backend_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(type(BACKENDS.get("highs")), "available", lambda self: False)
+    monkeypatch.setattr(type(BACKENDS["highs"]), "available", lambda self: False)
     with pytest.raises(RoundlabError, match="backend 'highs' is not available"):
         get_solver("miqp", backend="highs")(case("outlier", 0))
