@@ -10,8 +10,8 @@ the peak allocated device memory is reported too. A zoo name (``fmnist-vit``) ru
 Fashion-MNIST calibration split. Weights of a timm name are random (``timm.create_model(pretrained=False)``) unless
 timm finds local weights for the name (or ``--checkpoint`` for a single model); images are random 3×224×224 tensors
 (seeded) unless ``--imagenet DIR`` names a class-folder tree read through each model's own timm data config.
-Stages: ``calibrate_s`` (quantizer surgery, activation calibration, reparameterisation, capture of every layer's
-input), ``layers_s`` (per layer: Aqer, weight calibration, Wqer with the solver). Evaluation is not timed (random
+Stages: ``calibrate_s`` (quantizer surgery, activation calibration, reparameterisation, and — ``layer_stats_s`` —
+every layer's streamed statistics), ``layers_s`` (per layer: Aqer, weight calibration, Wqer with the solver). Evaluation is not timed (random
 weights have nothing to evaluate). Results: a Markdown table on stdout and JSON lines in ``--out``.
 """
 
@@ -87,7 +87,8 @@ def run_one(job: dict, queue) -> None:
     t0 = time.perf_counter()
     _, records = erq_quantize(model, calib, cfg, times=times)
     out = {**job, "device": cfg.device, "real_weights": real, "layers": len(records),
-           "calibrate_s": times["calibrate_s"], "layers_s": times["layers_s"], "total_s": time.perf_counter() - t0,
+           "calibrate_s": times["calibrate_s"], "layer_stats_s": times["layer_stats_s"], "layers_s": times["layers_s"],
+           "total_s": time.perf_counter() - t0,
            "max_layer_s": max(r["time_s"] for r in records),
            "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cfg.device.startswith("cuda") else None,
@@ -108,14 +109,16 @@ def measure(job: dict) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    head = "| model | images | solver | device | calibrate s | layers s | max layer s | host peak MB | device peak MB |"
+    head = ("| model | images | solver | device | calibrate s (of which layer statistics) | layers s | max layer s | "
+            "host peak MB | device peak MB |")
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['images']} | {r['solver']} | {r['device']} | {r['error']} ||||| ")
             continue
         dev = f"{r['device_peak_mb']:.0f}" if r["device_peak_mb"] is not None else "–"
-        lines.append(f"| {r['model']} | {r['images']} | {r['solver']} | {r['device']} | {r['calibrate_s']:.1f} | "
+        lines.append(f"| {r['model']} | {r['images']} | {r['solver']} | {r['device']} | {r['calibrate_s']:.1f} "
+                     f"({r['layer_stats_s']:.1f}) | "
                      f"{r['layers_s']:.1f} | {r['max_layer_s']:.1f} | {r['host_peak_mb']:.0f} | {dev} |")
     return "\n".join(lines)
 

@@ -115,8 +115,10 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     records = []
     solver = fanned_solver(config, state)
     try:
+        t_data = time.perf_counter()
         data = LayerData(qmodel, layers, calib, heldout, config.data_flow, config.batch_size,
                          keep_samples=solver.objective == "samples" or on_layer is not None)
+        times["layer_stats_s"] = time.perf_counter() - t_data     # part of calibrate_s (independent data flow)
         times["calibrate_s"] = time.perf_counter() - t
         t = time.perf_counter()
         bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
