@@ -40,17 +40,13 @@ HEURISTICS = ("nearest", "rr", "gptq", "greedy", "tabu")
 
 def capture(model_name: str, wbits: int, abits: int, solver: str) -> list:
     """Every Wqer rounding problem of one ERQ run of ``model_name`` (the rows Table 1 solves)."""
-    from roundlab.data import calibration_split, load_dataset
     from roundlab.pipeline.config import ERQConfig
-    from roundlab.pipeline.run import erq_quantize
-    from roundlab.zoo import load_model
+    from roundlab.pipeline.run import erq_quantize, load_run_data
 
     cfg = ERQConfig.for_method("erq", model=model_name, wbits=wbits, abits=abits, solver=solver)
-    model, data_cfg = load_model(model_name)
-    train = load_dataset(data_cfg.get("dataset", "fashion-mnist"), split="train", data_config=data_cfg)
-    calib, _ = calibration_split(train, n=cfg.calib_images, n_heldout=0, seed=cfg.seed)
+    model, calib, _, _ = load_run_data(cfg.replace(heldout_images=0))
     found: list = []
-    erq_quantize(model, calib, cfg, on_problem=lambda step, problem, result, S: found.append(problem))
+    erq_quantize(model, calib, cfg, on_problem=lambda layer, step, problem, result, S: found.append(problem))
     return found
 
 

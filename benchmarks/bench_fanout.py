@@ -36,18 +36,14 @@ from roundlab.solvers import get_solver  # noqa: E402
 
 def capture_segments(model_name: str, wbits: int, abits: int, max_d: int, rows: int) -> list:
     """The Wqer rounding problems of width ≤ max_d from one ERQ run (greedy), until ``rows`` rows are collected."""
-    from roundlab.data import calibration_split, load_dataset
     from roundlab.pipeline.config import ERQConfig
-    from roundlab.pipeline.run import erq_quantize
-    from roundlab.zoo import load_model
+    from roundlab.pipeline.run import erq_quantize, load_run_data
 
     cfg = ERQConfig.for_method("erq", model=model_name, wbits=wbits, abits=abits, solver="greedy")
-    model, data_cfg = load_model(model_name)
-    train = load_dataset(data_cfg.get("dataset", "fashion-mnist"), split="train", data_config=data_cfg)
-    calib, _ = calibration_split(train, n=cfg.calib_images, n_heldout=0, seed=cfg.seed)
+    model, calib, _, _ = load_run_data(cfg.replace(heldout_images=0))
     found: list = []
 
-    def keep(step, problem, result, S):
+    def keep(layer, step, problem, result, S):
         if problem.d <= max_d and sum(p.rows for p in found) < rows:
             found.append(problem)
 

@@ -232,6 +232,8 @@ def check_rows(rows: dict, R: int, d: int, label: str) -> dict:
             raise RoundlabError(f"{label} returned {name} of shape {tuple(getattr(t, 'shape', ()))}, expected "
                                 f"{row_shape(name, R, d)}")
         out[name] = t.detach().to(dtype=dtype) if name == "delta" else t.detach().to(device="cpu", dtype=dtype)
+    if rows["status"].dtype.is_floating_point or rows["status"].dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise RoundlabError(f"{label} returned status codes of dtype {rows['status'].dtype}; they must be integers")
     codes = out["status"]
     if bool((codes < 0).any()) or bool((codes >= len(STATUSES)).any()):
         raise RoundlabError(f"{label} returned status codes outside 0..{len(STATUSES) - 1}")

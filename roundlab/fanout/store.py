@@ -117,6 +117,8 @@ class ResultStore:
             return None
         n = len(_NAMES)
         blobs, (outcome, reason, meta_text, checksum) = row[2:2 + n], row[2 + n:]
+        if any(b is None for b in blobs):        # written before a row record existed: solved again, quietly
+            return None
         why = None
         if any(not isinstance(b, bytes) or len(b) != _NP[name].itemsize * int(np.prod(row_shape(name, rows, d)))
                for b, name in zip(blobs, _NAMES)):

@@ -40,12 +40,15 @@ def aqer(W: torch.Tensor, b: torch.Tensor | None, Xbar: torch.Tensor, Y: torch.T
 
     ``lam`` is the absolute constant added to the unnormalised Gram ``AᵀA``.
     """
-    stats = LayerStats(stack_theta(W, b), b is not None)
-    stats.add(design(Xbar, b is not None), Y)
-    return aqer_update(stats, lam, b is not None)
+    theta0 = stack_theta(W, b)
+    A = design(Xbar, b is not None)
+    stats = LayerStats()
+    stats.add(A, Y.to(torch.float64) - A @ theta0.T, 0.0)
+    return aqer_update(stats, theta0, lam, b is not None)
 
 
-def aqer_update(stats: LayerStats, lam: float, has_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def aqer_update(stats: LayerStats, theta0: torch.Tensor, lam: float,
+                has_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Aqer from a layer's streamed statistics: ``Θ = Θ₀ + ((G + c·I)⁻¹ R)ᵀ`` (``R = ĀᵀE₀``, the act-only error)."""
     delta_theta_T = ridge_solve(stats.G, stats.R, lam, what="Aqer Gram matrix")
-    return split_theta(stats.theta0 + delta_theta_T.T, has_bias)
+    return split_theta(theta0 + delta_theta_T.T, has_bias)

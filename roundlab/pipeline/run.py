@@ -112,11 +112,13 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     t = time.perf_counter()
     qmodel, layers = calibrate(model, calib, config)
     finished = state.finished_records() if state is not None else {}
+    restored = {n for n in layers if state is not None and state.done(n) and n in finished}
     records = []
     solver = fanned_solver(config, state)
     try:
         t_data = time.perf_counter()
-        data = LayerData(qmodel, layers, calib, heldout, config.data_flow, config.batch_size,
+        todo = {n: layer for n, layer in layers.items() if n not in restored}
+        data = LayerData(qmodel, todo, calib, heldout, config.data_flow, config.batch_size,
                          keep_samples=solver.objective == "samples" or on_layer is not None)
         times["layer_stats_s"] = time.perf_counter() - t_data     # part of calibrate_s (independent data flow)
         times["calibrate_s"] = time.perf_counter() - t
@@ -124,8 +126,7 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
         bar = tqdm(layers.items(), desc=f"{config.method}/{config.solver}", disable=not progress, unit="layer")
         for name, layer in bar:                          # in forward order: ERQ's layer-by-layer sweep
             bar.set_postfix_str(name)
-            if state is not None and state.done(name) and name in finished:
-                data.drop(name)
+            if name in restored:
                 restore_layer(layer, state.load(name))
                 records.append(finished[name])
                 continue

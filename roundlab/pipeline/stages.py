@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from roundlab.pipeline.aqer import aqer_update, design, stack_theta
+from roundlab.pipeline.aqer import aqer_update, stack_theta
 from roundlab.pipeline.config import ERQConfig
 from roundlab.pipeline.lam import aqer_constant, wqer_constant
 from roundlab.pipeline.records import reduction_ratios
@@ -39,19 +39,13 @@ def layer_weights(layer) -> tuple[torch.Tensor, torch.Tensor | None]:
     return W, (None if layer.bias is None else layer.bias.detach().to(torch.float64))
 
 
-def new_stats(layer, keep_samples: bool = False) -> LayerStats:
-    """Empty statistics for ``layer`` around its current weights ``Θ₀``."""
-    W, b = layer_weights(layer)
-    return LayerStats(stack_theta(W, b), b is not None, keep_samples=keep_samples)
-
-
-def add_batch(stats: LayerStats, layer, X: torch.Tensor, X_in: torch.Tensor) -> None:
-    """One batch of rows: ``X`` the FP network's input (Eq. 4 reference), ``X_in`` the input the layer sees.
-    Summed with one thread (:func:`roundlab.threads.fixed_threads`): the statistics are persisted numbers."""
+def add_rows(stats: LayerStats, layer, X: torch.Tensor, X_in: torch.Tensor) -> None:
+    """A block of rows: ``X`` the FP network's input (Eq. 4 reference), ``X_in`` the input the layer sees (quantized
+    here by its own input quantizer). Summed with one thread (:func:`roundlab.threads.fixed_threads`): the statistics
+    are persisted numbers."""
     with fixed_threads(1):
         W0, b0 = layer_weights(layer)
-        Y = X.to(torch.float64).contiguous() @ W0.T + (0 if b0 is None else b0)   # as X̄ will be: same kernel
-        stats.add(design(quantize_input(layer, X_in), b0 is not None), Y)
+        stats.add_rows(W0, b0, X, quantize_input(layer, X_in))
 
 
 def process_layer(name: str, layer, stats: LayerStats, config: ERQConfig, solver,
@@ -65,6 +59,7 @@ def process_layer(name: str, layer, stats: LayerStats, config: ERQConfig, solver
     kind = getattr(layer, "kind", "linear")
     wq = layer.weight_quantizer
     W0, b0 = layer_weights(layer)
+    theta0 = stack_theta(W0, b0)
     N = stats.N
     weights: dict[str, tuple] = {}
 
@@ -77,8 +72,8 @@ def process_layer(name: str, layer, stats: LayerStats, config: ERQConfig, solver
 
     WA, bA = W0, b0
     if config.aqer and kind != "patch_embed":
-        WA, bA = aqer_update(stats, aqer_constant(config.lam_convention, config.lam, N, kind, config.head_lam),
-                             b0 is not None)
+        lam_a = aqer_constant(config.lam_convention, config.lam, N, kind, config.head_lam)
+        WA, bA = aqer_update(stats, theta0, lam_a, b0 is not None)
         weights["aqer"] = (WA, bA)
     wq.calibrate(WA.to(layer.weight.dtype))            # ERQ step 8: weight quantizers see the post-Aqer W
     weights["rtn_after_aqer"] = (rtn(WA), bA)
@@ -93,7 +88,7 @@ def process_layer(name: str, layer, stats: LayerStats, config: ERQConfig, solver
         weights.update(variants)
     weights["final"] = (rtn(Wf), bf)
 
-    errors = _error_records(weights, stats, stats_heldout)
+    errors = _error_records(weights, theta0, stats, stats_heldout)
     record = {"layer": name, "kind": kind, "shape": list(layer.weight.shape), "n_calib": N,
               "errors": errors.pop("errors"), "ratios": errors.pop("ratios"), "wqer": wqer_totals, **errors}
     record["time_s"] = time.perf_counter() - t0
@@ -128,11 +123,12 @@ def _run_wqer(name, kind, wq, WA, bA, stats: LayerStats, config: ERQConfig, solv
     return res, variants
 
 
-def _error_records(weights: dict, stats: LayerStats, stats_heldout: LayerStats | None) -> dict:
+def _error_records(weights: dict, theta0: torch.Tensor, stats: LayerStats,
+                   stats_heldout: LayerStats | None) -> dict:
     """Eq. 4's output error of every weight variant against the FP layer, with the reduction ratios (Figs. 5-9);
     on the held-out images too when there are any."""
     def errors_on(st: LayerStats) -> dict:
-        return {k: st.error(stack_theta(Wk, bk)) for k, (Wk, bk) in weights.items()}
+        return {k: st.error(stack_theta(Wk, bk) - theta0) for k, (Wk, bk) in weights.items()}
 
     errors = errors_on(stats)
     out = {"errors": errors, "ratios": reduction_ratios(errors)}

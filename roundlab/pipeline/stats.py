@@ -1,5 +1,5 @@
 """A layer's data as streamed sufficient statistics: everything Aqer, Wqer's proxy and the Eq. 4 records need,
-accumulated in float64 batch by batch (GPTQ's ``add_batch``), so memory does not grow with the number of images.
+accumulated in float64 block by block (GPTQ's ``add_batch``), so memory does not grow with the number of images.
 
 With ``Ā = [X̄ | 1]`` (the layer's quantized input ``X̄ = Q_a(X_in)``, a ones column when it has a bias), ``Θ₀ = [W₀ | b₀]``
 its weights before ERQ touches them and ``E₀ = (X W₀ᵀ + b₀) − Ā Θ₀ᵀ`` the error the quantized input alone causes
@@ -12,6 +12,10 @@ its weights before ERQ touches them and ``E₀ = (X W₀ᵀ + b₀) − Ā Θ₀
 The Eq. 4 error of any weights ``Θ = Θ₀ + Δ`` on this data is ``(e0 − 2 tr(Δ R) + tr(Δ G Δᵀ)) / N`` — exact algebra,
 measured from the act-only error rather than from the output energy, so little cancels. The samples ``Ā`` themselves
 are kept only when asked (solvers that minimise the samples objective; analyses that look at rows).
+
+Rows arrive in whatever batches the forward passes use; :class:`RowBlocks` regroups them into blocks of
+:data:`BLOCK_ROWS` rows counted from the first, so the sums — and every integer code downstream — do not depend on
+``--batch-size``.
 """
 
 from __future__ import annotations
@@ -20,15 +24,14 @@ import torch
 
 F64 = torch.float64
 
+#: Rows per accumulation block (fixed: the float64 sums do not depend on how the images were batched).
+BLOCK_ROWS = 4096
+
 
 class LayerStats:
     """The statistics above for one layer and one image set (calibration or held-out)."""
 
-    def __init__(self, theta0: torch.Tensor, has_bias: bool, keep_samples: bool = False):
-        self.theta0 = theta0.to(F64)                      # (Dout, D) with D = Din (+1 with a bias)
-        self.has_bias = has_bias
-        self._W0 = (self.theta0[:, :-1] if has_bias else self.theta0).contiguous()
-        self._b0 = self.theta0[:, -1].contiguous() if has_bias else 0
+    def __init__(self, keep_samples: bool = False):
         self.G: torch.Tensor | None = None
         self.R: torch.Tensor | None = None
         self.e0 = 0.0
@@ -36,19 +39,25 @@ class LayerStats:
         self.keep_samples = keep_samples
         self._samples: list[torch.Tensor] = []
 
-    def add(self, A: torch.Tensor, Y: torch.Tensor) -> None:
-        """One batch: regressors ``A = [X̄ | 1]`` (n, D) and the FP output ``Y = X W₀ᵀ + b₀`` (n, Dout)."""
-        A, Y = A.to(F64), Y.to(F64)
-        E0 = Y - A @ self.theta0.T
+    def add(self, A: torch.Tensor, E0: torch.Tensor, e0: float) -> None:
+        """One block: regressors ``A = [X̄ | 1]`` (n, D), the act-only error ``E₀`` (n, Dout) and ``Σ‖E₀‖²``."""
         G, R = A.T @ A, A.T @ E0
         self.G = G if self.G is None else self.G + G
         self.R = R if self.R is None else self.R + R
-        # Σ‖E₀‖² with the quantized output formed like Y (X̄ W₀ᵀ + b₀), so it is exactly 0 where X̄ = X
-        Xbar = A[:, :-1].contiguous() if self.has_bias else A
-        self.e0 += float(((Y - (Xbar @ self._W0.T + self._b0)) ** 2).sum())
+        self.e0 += e0
         self.N += A.shape[0]
         if self.keep_samples:
             self._samples.append(A)
+
+    def add_rows(self, W0: torch.Tensor, b0: torch.Tensor | None, X: torch.Tensor, Xbar: torch.Tensor) -> None:
+        """One block of rows: ``X`` the FP input (Eq. 4 reference), ``Xbar`` the quantized input; ``W0``/``b0``
+        float64. ``Σ‖E₀‖²`` is formed from ``X W₀ᵀ`` and ``X̄ W₀ᵀ`` computed alike, so it is exactly 0 where X̄ = X."""
+        b = 0 if b0 is None else b0
+        X64, Xbar64 = X.to(F64).contiguous(), Xbar.to(F64).contiguous()
+        Y = X64 @ W0.T + b
+        A = Xbar64 if b0 is None else torch.cat([Xbar64, torch.ones_like(Xbar64[:, :1])], dim=1)
+        theta0 = W0 if b0 is None else torch.cat([W0, b0[:, None]], dim=1)
+        self.add(A, Y - A @ theta0.T, float(((Y - (Xbar64 @ W0.T + b)) ** 2).sum()))
 
     @property
     def samples(self) -> torch.Tensor | None:
@@ -59,8 +68,35 @@ class LayerStats:
             self._samples = [torch.cat(self._samples)]
         return self._samples[0]
 
-    def error(self, theta: torch.Tensor) -> float:
-        """Paper Eq. 4 for weights ``Θ`` (Dout, D): mean over the N rows of ``‖(X W₀ᵀ + b₀) − Ā Θᵀ‖²``."""
-        delta = theta.to(F64) - self.theta0
+    def error(self, delta: torch.Tensor) -> float:
+        """Paper Eq. 4 for weights ``Θ₀ + delta`` (``delta``: (Dout, D)): the mean over the N rows of
+        ``‖(X W₀ᵀ + b₀) − Ā (Θ₀ + delta)ᵀ‖²``."""
+        delta = delta.to(F64)
         quad = float(((delta @ self.G) * delta).sum())
         return max(self.e0 - 2.0 * float((delta * self.R.T).sum()) + quad, 0.0) / self.N
+
+
+class RowBlocks:
+    """Regroups one layer's incoming row batches into fixed blocks of :data:`BLOCK_ROWS` rows for ``consume(X,
+    X_in)``; ``flush()`` hands over the remainder. Holds at most one block of rows (float32, as captured)."""
+
+    def __init__(self, consume, block_rows: int = BLOCK_ROWS):
+        self.consume, self.block_rows = consume, block_rows
+        self._X: list[torch.Tensor] = []
+        self._X_in: list[torch.Tensor] = []
+        self._rows = 0
+
+    def add(self, X: torch.Tensor, X_in: torch.Tensor) -> None:
+        self._X.append(X)
+        self._X_in.append(X_in)
+        self._rows += X.shape[0]
+        while self._rows >= self.block_rows:
+            X, X_in = torch.cat(self._X), torch.cat(self._X_in)
+            n = self.block_rows
+            self.consume(X[:n], X_in[:n])
+            self._X, self._X_in, self._rows = [X[n:]], [X_in[n:]], X.shape[0] - n
+
+    def flush(self) -> None:
+        if self._rows:
+            self.consume(torch.cat(self._X), torch.cat(self._X_in))
+        self._X, self._X_in, self._rows = [], [], 0

@@ -220,14 +220,18 @@ def _codes(status, R: int, label: str) -> torch.Tensor:
     if isinstance(status, Status):
         return torch.full((R,), CODE[status], dtype=torch.long)
     if isinstance(status, torch.Tensor):
+        if status.dtype.is_floating_point or status.dtype == torch.bool or status.is_complex():
+            raise RoundlabError(f"{label} returned status codes of dtype {status.dtype}; they must be integers")
         codes = status.to(device="cpu", dtype=torch.long).reshape(-1)
     else:
         try:
             codes = torch.tensor([CODE[Status(s)] for s in status], dtype=torch.long)
         except (ValueError, TypeError, KeyError):
             raise RoundlabError(f"{label} returned an invalid status {status!r}") from None
-    if codes.shape[0] != R or bool((codes < 0).any()) or bool((codes >= len(STATUSES)).any()):
+    if codes.shape[0] != R:
         raise RoundlabError(f"{label} returned {codes.shape[0]} status entries for {R} rows")
+    if bool((codes < 0).any()) or bool((codes >= len(STATUSES)).any()):
+        raise RoundlabError(f"{label} returned status codes outside 0..{len(STATUSES) - 1}")
     return codes
 
 

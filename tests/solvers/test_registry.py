@@ -129,3 +129,15 @@ def test_a_solver_returning_off_grid_values_is_caught():
     p = case("outlier", 0)
     with pytest.raises(RoundlabError, match="off the floor/ceil candidates"):
         Broken()(p)
+
+
+@pytest.mark.parametrize("codes, words", [(lambda R: torch.full((R,), 2.7), "must be integers"),
+                                          (lambda R: torch.full((R,), 99), "outside 0..6"),
+                                          (lambda R: torch.zeros(R + 1, dtype=torch.long), "status entries")])
+def test_a_solver_returning_bad_status_codes_is_caught(codes, words):
+    class Broken(Solver):
+        def solve(self, problem, init):
+            return Solution(problem.nearest(), codes(problem.rows))
+
+    with pytest.raises(RoundlabError, match=words):
+        Broken()(case("outlier", 0))
