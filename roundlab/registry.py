@@ -39,6 +39,22 @@ class Registry(Generic[T]):
         self._check = check
         self._entries: dict[str, T] = {}
 
+    @classmethod
+    def of_named(cls, kind: str, entry_type: type) -> "Registry":
+        """A registry of ``entry_type`` objects that carry their own ``name`` (registered with :meth:`add`)."""
+        article = "an" if entry_type.__name__[:1].lower() in "aeiou" else "a"
+
+        def check(name: str, entry) -> None:
+            if not isinstance(entry, entry_type) or getattr(entry, "name", None) != name:
+                raise RoundlabError(f"{kind} {name!r} must be registered as {article} {entry_type.__name__} named "
+                                    f"{name!r}, got {entry!r}")
+
+        return cls(kind, check=check)
+
+    def add(self, entry: T, *, override: bool = False) -> T:
+        """Register ``entry`` under its own ``name``."""
+        return self.register(entry.name, entry, override=override)
+
     def register(self, name: str, entry: T, *, override: bool = False) -> T:
         """Add ``entry`` under ``name``; a taken name is refused unless ``override`` (or it is the same entry)."""
         check_name(self.kind, name)

@@ -150,19 +150,14 @@ def _swin_reparam_pairs(model: SwinTransformer, cfg: QuantConfig) -> list[tuple[
     return pairs
 
 
-def _check_architecture(name: str, arch) -> None:
-    if not isinstance(arch, Architecture) or arch.name != name:
-        raise RoundlabError(f"architecture {name!r} must be registered as an Architecture named {name!r}, got {arch!r}")
-
-
 #: Supported model families by name; :func:`find_architecture` takes the first, in registration order, whose
 #: ``model_class`` the model is an instance of (VisionTransformerDistilled is a ViT).
-ARCHITECTURES: Registry[Architecture] = Registry("architecture", check=_check_architecture)
+ARCHITECTURES: Registry[Architecture] = Registry.of_named("architecture", Architecture)
 
 
 def register_architecture(arch: Architecture, *, override: bool = False) -> Architecture:
     """Add ``arch`` under its own name (a new family of timm models that :func:`quantize_model` should accept)."""
-    return ARCHITECTURES.register(arch.name, arch, override=override)
+    return ARCHITECTURES.add(arch, override=override)
 
 
 register_architecture(Architecture("vit", VisionTransformer, _vit_layers, _vit_attentions, _vit_reparam_pairs))

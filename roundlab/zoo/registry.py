@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from roundlab.data import FMNIST_MEAN, FMNIST_STD
-from roundlab.errors import RoundlabError
 from roundlab.registry import Registry
 from roundlab.zoo.recipe import Recipe
 
@@ -44,18 +43,13 @@ class ZooEntry:
         return model
 
 
-def _check_entry(name: str, entry) -> None:
-    if not isinstance(entry, ZooEntry) or entry.name != name:
-        raise RoundlabError(f"zoo model {name!r} must be registered as a ZooEntry named {name!r}, got {entry!r}")
-
-
 #: Every zoo model by name, in registration order (the order `roundlab models` lists them).
-ZOO: Registry[ZooEntry] = Registry("zoo model", check=_check_entry)
+ZOO: Registry[ZooEntry] = Registry.of_named("zoo model", ZooEntry)
 
 
 def register_zoo_model(entry: ZooEntry, *, override: bool = False) -> ZooEntry:
     """Add ``entry`` to the zoo under its own name."""
-    return ZOO.register(entry.name, entry, override=override)
+    return ZOO.add(entry, override=override)
 
 
 def get_entry(name: str) -> ZooEntry:
