@@ -179,7 +179,8 @@ def cmd_solvers(args: argparse.Namespace) -> int:
         cls = solver_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()
         claims = [c for c in ("exact", "monotone") if getattr(cls, c)] + ["+".join(cls.objectives)]
-        missing = f" (needs {', '.join(cls.missing())})" if cls.missing() else ""
+        needs = cls.missing()
+        missing = f" (needs {', '.join(needs)})" if needs else ""
         print(f"{name:10s} {', '.join(claims):30s} {doc[0] if doc else ''}{missing}")
     return 0
 

@@ -1,7 +1,7 @@
 """One layer through the ERQ stages: Eq. 4 errors before/after, Aqer, weight-quantizer calibration, Wqer.
 
-The layer's data arrive as streamed statistics (:class:`~roundlab.pipeline.stats.LayerStats`), fed batch by batch by
-:func:`add_batch` with ``X`` the FP network's input to the layer (the Eq. 4 reference) and ``X_in`` the input the
+The layer's data arrive as streamed statistics (:class:`~roundlab.pipeline.stats.LayerStats`), fed block by block by
+:func:`add_rows` with ``X`` the FP network's input to the layer (the Eq. 4 reference) and ``X_in`` the input the
 layer actually sees (``X`` in the ``independent`` data flow; the partially quantized network's in ``sequential``),
 quantized by the layer's own activation quantizer. Nothing here knows which solver runs.
 """

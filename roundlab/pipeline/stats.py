@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from roundlab.pipeline.ridge import with_ones
+
 F64 = torch.float64
 
 #: Rows per accumulation block (fixed: the float64 sums do not depend on how the images were batched).
@@ -55,7 +57,7 @@ class LayerStats:
         b = 0 if b0 is None else b0
         X64, Xbar64 = X.to(F64).contiguous(), Xbar.to(F64).contiguous()
         Y = X64 @ W0.T + b
-        A = Xbar64 if b0 is None else torch.cat([Xbar64, torch.ones_like(Xbar64[:, :1])], dim=1)
+        A = Xbar64 if b0 is None else with_ones(Xbar64)
         theta0 = W0 if b0 is None else torch.cat([W0, b0[:, None]], dim=1)
         self.add(A, Y - A @ theta0.T, float(((Y - (Xbar64 @ W0.T + b)) ** 2).sum()))
 
