@@ -89,6 +89,20 @@ def metrics_row(r: dict) -> dict:
             "wqer_objective": w.get("objective"), "fp_top1": 100 * r["fp"]["top1"], "n_eval": q.get("n")}
 
 
+def load_predictions(root: Path, r: dict) -> dict | None:
+    """The run's per-image outcomes (``predictions.pt``), checked against the SHA-256 in its ``result.json``; None
+    (logged) for a run made before runs kept them or a file that does not match."""
+    import torch
+
+    from roundlab.pipeline.rundir import PREDICTIONS, file_sha256
+
+    path = Path(root) / r["run"] / PREDICTIONS
+    if not path.exists() or r.get("predictions_sha256") != file_sha256(path):
+        log(f"{r['run']}: no per-image predictions matching result.json; paired comparisons skipped for it")
+        return None
+    return torch.load(path, weights_only=True)
+
+
 def settings(spec: dict) -> str:
     """A row's ERQConfig overrides as ``k=v; …`` (``-`` when none)."""
     return "; ".join(f"{k}={v}" for k, v in spec.items()) or "-"

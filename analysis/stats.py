@@ -49,3 +49,13 @@ def top1_se(r: dict) -> float:
     """Binomial standard error of a metrics row's top-1 (percentage points): 100·sqrt(p(1 − p)/n_eval)."""
     p, n = r["top1"] / 100, r.get("n_eval") or 0
     return 100 * math.sqrt(p * (1 - p) / n) if n else math.nan
+
+
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean of ``a − b`` over the same images and its standard error ``sd(a − b)/√n`` (a paired comparison: two
+    models' outcomes on one image are correlated, so this s.e. is far smaller than two independent ones)."""
+    diff = _array(a) - _array(b)
+    n = len(diff)
+    if n < 2:
+        return (float(diff.mean()) if n else math.nan), math.nan
+    return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(n))

@@ -1,171 +1,221 @@
-"""Table 1: solvers for Wqer's rounding subproblem min E‖δW x̄ˢ‖² (baseline + Rounding step, as in the paper).
+"""Table 1: solvers for Wqer's rounding subproblem min E‖δW x̄ˢ‖², measured against the proven optimum of every row.
 
-    python -m analysis.table1_solvers                  # full: fmnist-vit W4A4, MIQP 0.25 s/row, 2 workers
+    python -m analysis.table1_solvers                  # full: fmnist-vit W4A4, every row of every width, 2 workers
     python -m analysis.table1_solvers --smoke          # seconds (tests)
-    python -m analysis.table1_solvers --time-limit 1 --workers 2 --miqp-max-d 64
+    python -m analysis.table1_solvers --exact-time-limit 60 --time-limit 1 --workers 2
 
 Like the paper's Table 1 (whose accuracies equal its Table 4 "Rounding" row), every row is calibration (RepQ-ViT
-style) + Wqer's *rounding step only*: no Aqer, no ridge, so the solver is the only difference and every row
-faces the very same subproblems (the segment weights are never ridge-updated). Rows: the
-calibration-only baseline; MIQP without the proxy (objective from the N calibration samples); MIQP with the proxy
-(M = X̄ᵀX̄/N); Rounding Refinement (release and paper variants); AdaRound; greedy; GPTQ.
+style) + Wqer's *rounding step only*: no Aqer, no ridge, so the solver is the only difference and every row faces
+the very same subproblems (25,350 rows on fmnist-vit, segment widths d = 1 … 128). Rows: the calibration-only
+baseline; the **exact optimum** (``bnb``: branch and bound warm-started from tabu, ``--exact-time-limit`` seconds per
+row; a row is optimal only when its search closed, otherwise it keeps its certified bound); the paper's MIQP
+baseline through PuLP (HiGHS by default) with and without the proxy, on every row of every width, warm-started
+from greedy, ``--time-limit`` seconds per row (model building not included); Rounding Refinement (release and
+paper variants); AdaRound; greedy; tabu; GPTQ. The samples objective ("w/o proxy", N samples per row) has the same
+optimum as the proxy on every row — its Gram matrix is M (ERQ_SPEC §11) — so the one exact row serves both.
 
-MIQP: ``analysis-miqp`` (:mod:`analysis.pooled_miqp`: ``roundlab.solvers.miqp``, default backend HiGHS through
-PuLP, exact linearisation, gap 0), one subproblem per output row, warm-started from greedy, a per-row time limit
-(``--time-limit``), rows fanned out over ``--workers`` processes. Segments wider than ``--miqp-max-d`` (default 16;
-0 = none) keep the greedy warm start (the row label says so). The samples objective ("w/o proxy", N = 1600 samples
-per row) builds a far larger model per row than the proxy, so it runs on segments up to ``--samples-max-d``
-(default 2: 42% of the rows; d <= 4: 56%, d <= 16: 85%) and is paired with a proxy row under the same policy, so
-both objectives are compared on the same subproblems. A time-limited row returns its incumbent (never worse than
-the warm start).
+The exact and MIQP rows fan their rows out over ``--workers`` processes (``roundlab.fanout``, ``--chunk-rows`` rows
+per task) into the run's results store, so a killed table resumes where it stopped.
 
-Columns: wall time of quantization (calibration + Σ per-layer time, excluding the analysis' own bound computation),
-top-1, agreement with the FP model, KL(FP‖Q), summed Wqer objective Σ δMδᵀ, share of row subproblems proven optimal
-(by the solver, or by a certified lower bound from ``roundlab.solvers.bound``: eig/jacobi QCR bounds, no SDP), and
-the mean relative gap (objective − best lower bound)/objective over rows. ``run``: the run's directory under
-``--runs``. Output: figures/table1_solvers.{png,csv}.
+Columns (``table1_solvers.csv``): quantization wall time (calibration + Σ per-layer time), top-1, agreement with the
+FP model, KL(FP‖Q); summed Wqer objective Σ δMδᵀ; ``share_claimed_optimal`` (rows the solver itself proved
+optimal); ``share_at_optimum`` (rows equal to the proven optimum, over the rows the exact run proved);
+``excess_over_optimum`` (Σ objective / Σ optimum − 1 over those rows); ``certified_gap`` ((Σ objective − Σ best
+lower bound) / Σ objective over every row with a certified bound — all of them in full mode: how far the run can at
+most be from optimal); ``contradictions`` (rows
+below a "proven" optimum: must be 0); ``exact_minus_*``: the exact run's top-1 / agreement (points) / KL minus
+this run's, on the same test images, with its paired standard error (``*_se``). ``table1_excess_by_width.csv`` and
+``table1_excess_by_layer.csv`` break the comparison down; figures ``table1_solvers.png`` and ``table1_exact.png``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from analysis import pooled_miqp  # noqa: F401  registers the analysis-miqp solver
-from analysis.bounds import Bounds, segment_summary
+from analysis import smoke_sample
 from analysis.csvout import write_csv
+from analysis.log import log
+from analysis.optimum import Rows, breakdown, check_aligned, compare, segment_rows
 from analysis.options import Options, parse
-from analysis.runs import cached_run, metrics_row, settings
+from analysis.runs import cached_run, load_predictions, metrics_row, settings
+from analysis.stats import paired_difference
+from analysis.table1_exact_plot import plot_exact
 from analysis.table1_plot import plot
-
-#: lower_bound options: 2000 box-QP iterations and the mixing method's default sweeps; smoke: a few (any iteration
-#: count gives a valid, looser bound)
-BOUND_OPTIONS = {"iters": 2000}
-SMOKE_BOUND_OPTIONS = {"iters": 50, "sweeps": 3}
 
 #: Config fields that cannot change these runs: head_lam only acts in Aqer (off).
 LEGACY = ("head_lam",)
+#: the paired differences reported: (column stem, per-image key, scale to the table's unit)
+EFFECTS = (("top1", "correct", 100.0), ("agreement", "agree", 100.0), ("kl", "kl", 1.0))
 
 COLUMNS = ["method", "solver", "settings", "wall_time_s", "time_vs_rr", "solver_time_s", "top1", "agreement", "kl",
-           "wqer_objective", "lower_bound_sum", "subproblems", "share_optimal", "share_claimed_optimal", "mean_gap",
-           "fp_top1", "n_eval", "model", "wbits", "abits", "calib_images", "run"]
+           "wqer_objective", "lower_bound_sum", "subproblems", "share_claimed_optimal", "share_at_optimum",
+           "excess_over_optimum", "certified_gap", "contradictions"] + \
+          [f"exact_minus_{k}{s}" for k, _, _ in EFFECTS for s in ("", "_se")] + \
+          ["fp_top1", "n_eval", "model", "wbits", "abits", "calib_images", "run"]
+BREAKDOWN = ["method", "rows", "rows_proven_by_exact", "rows_bounded", "share_claimed_optimal", "share_at_optimum",
+             "excess_over_optimum", "certified_gap", "contradictions"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Table 1's own options (see the script's flags); smoke: tiny MIQP limits."""
+    """Table 1's own options (see the script's flags); smoke: tiny limits, a sample of MIQP rows."""
 
     backend: str
     time_limit: float
+    exact_time_limit: float
     workers: int
-    miqp_max_d: int | None
-    samples_max_d: int | None
+    chunk_rows: int
     only: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One table row: its label, solver (None: calibration only) and options; ``fanned``: rows fanned out over the
+    worker processes; ``exact``: the row every other is measured against."""
+
+    label: str
+    solver: str | None
+    options: dict = field(default_factory=dict)
+    fanned: bool = False
+    exact: bool = False
 
 
 def parse_settings(argv) -> tuple[Options, Settings]:
     def flags(p):
-        p.add_argument("--time-limit", type=float, default=0.25, help="MIQP seconds per row subproblem")
-        p.add_argument("--workers", type=int, default=2, help="MIQP worker processes")
-        p.add_argument("--backend", default="highs", help="miqp backend: highs | cbc | scip | cvxpy-scip")
-        p.add_argument("--miqp-max-d", type=int, default=16,
-                       help="MIQP only on segments with d <= this (wider: the greedy warm start); 0 = all")
-        p.add_argument("--samples-max-d", type=int, default=2,
-                       help="the same for the samples objective and its paired proxy row; 0 = all")
-        p.add_argument("--only", default=None, help="comma-separated row numbers to run (0 = baseline)")
+        p.add_argument("--time-limit", type=float, default=0.25, help="MIQP seconds per row subproblem (0.25)")
+        p.add_argument("--exact-time-limit", type=float, default=10.0,
+                       help="bnb seconds per row (10); a row not closed within it keeps its certified bound")
+        p.add_argument("--workers", type=int, default=2, help="worker processes of the exact and MIQP rows (2)")
+        p.add_argument("--chunk-rows", type=int, default=16, help="rows per fanned-out task (16)")
+        p.add_argument("--backend", default="highs", help="miqp backend: highs | cbc | scip | cvxpy-scip | gurobi")
+        p.add_argument("--only", default=None, help="comma-separated row numbers to run (0 = baseline, 1 = exact)")
 
     opts, ns = parse(__doc__, argv, extra=flags)
     if opts.smoke:
-        ns.time_limit, ns.workers, ns.miqp_max_d, ns.samples_max_d = 0.05, 1, 4, 2
-    return opts, Settings(backend=ns.backend, time_limit=ns.time_limit, workers=ns.workers,
-                          miqp_max_d=ns.miqp_max_d or None, samples_max_d=ns.samples_max_d or None,
+        ns.time_limit, ns.exact_time_limit, ns.workers = 0.05, 1.0, 1
+    return opts, Settings(backend=ns.backend, time_limit=ns.time_limit, exact_time_limit=ns.exact_time_limit,
+                          workers=ns.workers, chunk_rows=ns.chunk_rows,
                           only=tuple(int(i) for i in ns.only.split(",")) if ns.only else None)
 
 
-def rows_spec(st: Settings, smoke: bool) -> list[tuple[str, str | None, dict]]:
-    """(label, solver, options) per table row; the baseline has solver None.
+def rows_spec(st: Settings, smoke: bool) -> list[RowSpec]:
+    """The table's rows. Smoke: bnb with a node budget on 2 rows per segment, MIQP on 1 row of each segment with
+    d ≤ 2 (``analysis-sample``; the other rows keep greedy's answer and make no claim)."""
+    exact_solver, exact = "bnb", {"time_limit": st.exact_time_limit}
+    miqp, mopts = "miqp", {"backend": st.backend, "time_limit": st.time_limit, "warm_start": "greedy"}
 
-    The samples objective is run on segments up to ``samples_max_d`` and paired with a proxy row under the same
-    policy, so the two MIQP objectives are compared on exactly the same subproblems."""
-    base = {"backend": st.backend, "time_limit": st.time_limit, "workers": st.workers}
+    def sampled(solver, options, **how):
+        return smoke_sample.NAME, {"solver": solver, "options": options, **how}
+
     if smoke:
-        base["row_limit"] = 1
-    miqp = {**base, **({"max_d": st.miqp_max_d} if st.miqp_max_d else {})}
-    paired = {**base, **({"max_d": st.samples_max_d} if st.samples_max_d else {})}
-    rows = [
-        ("baseline (calibration only)", None, {}),
-        (f"MIQP w/o proxy (samples), d ≤ {st.samples_max_d or 'all'}", pooled_miqp.NAME,
-         {**paired, "objective": "samples"}),
-        (f"MIQP w/ proxy, d ≤ {st.samples_max_d or 'all'}", pooled_miqp.NAME, {**paired, "objective": "proxy"}),
-    ]
-    if st.miqp_max_d != st.samples_max_d:
-        rows.append((f"MIQP w/ proxy, d ≤ {st.miqp_max_d or 'all'}", pooled_miqp.NAME, {**miqp, "objective": "proxy"}))
-    return rows + [
-        ("Rounding Refinement (release)", "rr", {"variant": "release"}),
-        ("Rounding Refinement (paper)", "rr", {"variant": "paper"}),
-        ("AdaRound", "adaround", {"iters": 10} if smoke else {}),
-        ("greedy (one-flip)", "greedy", {}),
-        ("GPTQ", "gptq", {}),
+        exact_solver, exact = sampled("bnb", {**exact, "node_limit": 2000, "sweeps": 20, "refit": ()}, row_limit=2)
+    where = f"{st.backend}, {st.time_limit:g} s/row" + (", smoke: 1 row/segment, d ≤ 2" if smoke else "")
+
+    def mip(objective):
+        if smoke:
+            return sampled(miqp, {**mopts, "objective": objective}, row_limit=1, max_d=2)
+        return miqp, {**mopts, "objective": objective}
+
+    return [
+        RowSpec("baseline (calibration only)", None),
+        RowSpec("exact optimum (bnb, proven per row)", exact_solver, exact, fanned=True, exact=True),
+        RowSpec(f"MIQP w/o proxy (samples; {where})", *mip("samples"), fanned=True),
+        RowSpec(f"MIQP w/ proxy ({where})", *mip("proxy"), fanned=True),
+        RowSpec("Rounding Refinement (release)", "rr", {"variant": "release"}),
+        RowSpec("Rounding Refinement (paper)", "rr", {"variant": "paper"}),
+        RowSpec("AdaRound", "adaround", {"iters": 10} if smoke else {}),
+        RowSpec("greedy (one-flip)", "greedy"),
+        RowSpec("tabu", "tabu"),
+        RowSpec("GPTQ", "gptq"),
     ]
 
 
-def run_row(opts: Options, bounds: Bounds, solver: str | None, options: dict):
+def run_row(opts: Options, st: Settings, spec: RowSpec):
     """(config, cached result) of one table row: calibration only, or calibration + Wqer's rounding step."""
-    if solver is None:
+    if spec.solver is None:
         cfg = opts.config("calib")
         return cfg, cached_run(cfg, opts.runs, legacy_ok=LEGACY)
-    cfg = opts.config("wqer", ridge=False, solver=solver, solver_options=options)
-    return cfg, cached_run(cfg, opts.runs, summarise=functools.partial(segment_summary, bounds), legacy_ok=LEGACY)
+    fan = {}
+    if spec.fanned and not opts.smoke:     # smoke: one task per segment (its sample is per solver call)
+        fan = {"chunk_rows": st.chunk_rows}
+        if st.workers > 1:
+            fan.update(executor="process", workers=st.workers)
+    cfg = opts.config("wqer", ridge=False, solver=spec.solver, solver_options=spec.options, **fan)
+    return cfg, cached_run(cfg, opts.runs, summarise=segment_rows, legacy_ok=LEGACY)
 
 
 def layers_time(r: dict) -> float:
-    """Σ per-layer time of the run less this analysis' bound time (both per layer, so resumed runs add up)."""
+    """Σ per-layer time of the run (per layer, so resumed runs add up)."""
     from roundlab.pipeline.records import RecordWriter
 
-    probs = r.get("problems", [])
-    recs = RecordWriter(r["paths"]["records"]).read() if probs else []
-    if not recs:
-        return r["times"]["layers_s"]
-    return sum(rec["time_s"] for rec in recs) - sum(x["bound_time_s"] for x in probs)
+    recs = RecordWriter(r["paths"]["records"]).read() if r.get("problems") else []
+    return sum(rec["time_s"] for rec in recs) if recs else r["times"]["layers_s"]
 
 
-def table_row(label: str, solver: str | None, options: dict, cfg, r: dict) -> dict:
+def effects(preds: dict | None, exact_preds: dict | None) -> dict:
+    """The exact run's top-1 / agreement / KL minus this run's on the same images, with paired s.e."""
+    out = {}
+    for name, key, scale in EFFECTS:
+        ok = preds is not None and exact_preds is not None and key in preds
+        mean, se = paired_difference(exact_preds[key], preds[key]) if ok else (math.nan, math.nan)
+        out[f"exact_minus_{name}"], out[f"exact_minus_{name}_se"] = scale * mean, scale * se
+    return out
+
+
+def table_row(spec: RowSpec, cfg, r: dict, rows: Rows | None, exact: Rows | None, preds, exact_preds) -> dict:
     m = metrics_row(r)
-    probs = r.get("problems", [])
-    n_rows = sum(x["rows"] for x in probs)
+    row = {"method": spec.label, "solver": spec.solver or "-", "settings": settings(spec.options),
+           "wall_time_s": r["times"]["calibrate_s"] + layers_time(r),
+           "solver_time_s": (r.get("wqer") or {}).get("solver_time_s", 0.0),
+           "top1": m["top1"], "agreement": m["agreement"], "kl": m["kl"], "fp_top1": m["fp_top1"],
+           "n_eval": m["n_eval"], "run": r["run"], "model": cfg.model, "wbits": cfg.wbits, "abits": cfg.abits,
+           "calib_images": cfg.calib_images}
+    if rows is not None:
+        row.update(wqer_objective=float(rows.objective.sum()), subproblems=len(rows.objective))
+    if rows is not None and exact is not None:
+        check_aligned(rows, exact, spec.label)
+        c = compare(rows, exact)
+        row.update({k: c[k] for k in BREAKDOWN[4:]})
+        row["lower_bound_sum"] = float((rows.bound.fmax(exact.bound)).nan_to_num(0.0).sum())
+    return {**row, **effects(preds, exact_preds)}
 
-    def total(k):
-        return sum(x[k] for x in probs) if probs else math.nan
 
-    def share(k):
-        return total(k) / n_rows if n_rows else math.nan
-
-    return {"method": label, "solver": solver or "-", "settings": settings(options),
-            "wall_time_s": r["times"]["calibrate_s"] + layers_time(r),
-            "solver_time_s": (r.get("wqer") or {}).get("solver_time_s", 0.0),
-            "top1": m["top1"], "agreement": m["agreement"], "kl": m["kl"],
-            "wqer_objective": total("objective"), "lower_bound_sum": total("bound"), "subproblems": n_rows,
-            "share_optimal": share("proven_optimal"), "share_claimed_optimal": share("claimed_optimal"),
-            "mean_gap": total("gap_sum") / max(1, sum(x["gap_rows"] for x in probs)) if probs else math.nan,
-            "fp_top1": m["fp_top1"], "n_eval": m["n_eval"], "run": r["run"], "model": cfg.model, "wbits": cfg.wbits,
-            "abits": cfg.abits, "calib_images": cfg.calib_images}
+def breakdowns(specs, all_rows, exact: Rows, by: str) -> list[dict]:
+    return [{"method": s.label, **b} for s, rows in zip(specs, all_rows) if rows is not None
+            for b in breakdown(rows, exact, by)]
 
 
 def main(argv=None):
     opts, st = parse_settings(argv)
-    bounds = Bounds(opts.runs / f"table1_bounds-{opts.model}-W{opts.wbits}A{opts.abits}.pt",
-                    SMOKE_BOUND_OPTIONS if opts.smoke else BOUND_OPTIONS)
     specs = rows_spec(st, opts.smoke)
     chosen = [specs[i] for i in (st.only if st.only is not None else range(len(specs)))]
-    runs = [(label, solver, options, *run_row(opts, bounds, solver, options)) for label, solver, options in chosen]
-    rows = [table_row(*run) for run in runs]
-    rr = next((r for r in rows if r["solver"] == "rr"), None)
-    for r in rows:
-        r["time_vs_rr"] = r["wall_time_s"] / rr["wall_time_s"] if rr else math.nan
-    write_csv(opts.out / "table1_solvers.csv", rows, COLUMNS)
-    plot(rows, opts, st, runs[0][3])
-    return rows
+    runs = [(spec, *run_row(opts, st, spec)) for spec in chosen]
+    all_rows = [Rows.from_problems(r["problems"], cfg.solver) if r.get("problems") else None for _, cfg, r in runs]
+    preds = [load_predictions(opts.runs, r) for _, _, r in runs]
+    left_out = {k: v for rows in all_rows if rows is not None for k, v in rows.left_out.items()}
+    if left_out:
+        log("left out of the comparison, rounded to nearest by the pipeline whatever the solver: "
+            + ", ".join(f"{k} ({v} rows)" for k, v in left_out.items()))
+    ex = next((i for i, (spec, _, _) in enumerate(runs) if spec.exact), None)
+    if ex is None:
+        log("the exact row is not among --only: no comparison with the optimum")
+    exact, exact_preds = (all_rows[ex], preds[ex]) if ex is not None else (None, None)
+    table = [table_row(spec, cfg, r, rows, exact, p, exact_preds)
+             for (spec, cfg, r), rows, p in zip(runs, all_rows, preds)]
+    rr = next((t for t in table if t["solver"] == "rr"), None)
+    for t in table:
+        t["time_vs_rr"] = t["wall_time_s"] / rr["wall_time_s"] if rr else math.nan
+    write_csv(opts.out / "table1_solvers.csv", table, COLUMNS)
+    plot(table, opts, st, runs[0][1])
+    if exact is not None:
+        specs_run = [spec for spec, _, _ in runs]
+        widths = breakdowns(specs_run, all_rows, exact, "d")
+        layers = breakdowns(specs_run, all_rows, exact, "layer")
+        write_csv(opts.out / "table1_excess_by_width.csv", widths, ["method", "d"] + BREAKDOWN[1:])
+        write_csv(opts.out / "table1_excess_by_layer.csv", layers, ["method", "layer"] + BREAKDOWN[1:])
+        plot_exact(table, runs[ex][0].label, widths, layers, opts, st, runs[0][1])
+    return table
 
 
 if __name__ == "__main__":

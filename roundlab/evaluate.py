@@ -38,12 +38,29 @@ def agreement(logits: torch.Tensor, reference_logits: torch.Tensor) -> float:
     return float((logits.argmax(-1) == reference_logits.argmax(-1).to(logits.device)).double().mean())
 
 
-def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor) -> float:
-    """Mean over images of KL(softmax(reference) ‖ softmax(logits)) in nats, computed in float64."""
+def kl_per_image(reference_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(reference) ‖ softmax(logits)) of every image in nats, float64."""
     _check_same(logits, reference_logits)
     log_p = torch.log_softmax(reference_logits.double(), dim=-1)
     log_q = torch.log_softmax(logits.double().to(log_p.device), dim=-1)
-    return float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def kl_divergence(reference_logits: torch.Tensor, logits: torch.Tensor) -> float:
+    """Mean over images of KL(softmax(reference) ‖ softmax(logits)) in nats, computed in float64."""
+    return float(kl_per_image(reference_logits, logits).mean())
+
+
+def per_image(logits: torch.Tensor, labels: torch.Tensor, reference_logits: torch.Tensor | None = None) -> dict:
+    """Per-image outcomes, for paired comparisons of two models on the same images (CPU tensors):
+    ``prediction`` (top-1 class), ``correct``, and with reference logits ``agree`` and ``kl`` (nats, float64)."""
+    _check_rows(logits, labels.view(-1, 1), "labels")
+    pred = logits.argmax(-1).cpu()
+    out = {"prediction": pred, "correct": pred == labels.view(-1).cpu()}
+    if reference_logits is not None:
+        out["agree"] = pred == reference_logits.argmax(-1).cpu()
+        out["kl"] = kl_per_image(reference_logits, logits).cpu()
+    return out
 
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor,
@@ -134,10 +151,10 @@ def evaluate(model: torch.nn.Module, data, reference_logits: torch.Tensor | None
     """Evaluate ``model`` on ``data``: ``{"top1", "top5", "agreement", "kl", "n", "correct_top1"[, "correct_top5"]}``.
 
     ``reference_logits`` (from :func:`fp_logits` on the same data) enables agreement and KL(FP ‖ model).
-    ``device``: where to run (None → the model's own device). ``return_logits`` adds ``"logits"`` (CPU tensor).
+    ``device``: where to run (None → the model's own device). ``return_logits`` adds ``"logits"`` (CPU tensor) and ``"labels"``.
     """
     logits, labels = _run(model, data, batch_size, device)
     out = metrics_from_logits(logits, labels, reference_logits)
     if return_logits:
-        out["logits"] = logits
+        out["logits"], out["labels"] = logits, labels
     return out

@@ -117,3 +117,18 @@ def test_evaluate_errors():
         evaluate(model, (torch.zeros(3, 4), torch.zeros(3, dtype=torch.long)))
     with pytest.raises(RoundlabError, match="cannot evaluate"):
         evaluate(model, 42)
+
+
+def test_per_image_outcomes_average_to_the_metrics():
+    from roundlab.evaluate import kl_divergence, metrics_from_logits, per_image
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(50, 10, generator=g)
+    logits = ref + 0.8 * torch.randn(50, 10, generator=g)
+    labels = torch.randint(0, 10, (50,), generator=g)
+    p = per_image(logits, labels, ref)
+    m = metrics_from_logits(logits, labels, ref)
+    assert p["correct"].dtype == torch.bool and len(p["kl"]) == 50
+    assert float(p["correct"].double().mean()) == m["top1"] and float(p["agree"].double().mean()) == m["agreement"]
+    assert float(p["kl"].mean()) == kl_divergence(ref, logits) and bool((p["kl"] >= -1e-12).all())
+    assert "kl" not in per_image(logits, labels)

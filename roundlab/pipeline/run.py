@@ -3,7 +3,8 @@
 ``run_erq(config)`` is the Python entry point behind ``roundlab quantize``. A run writes into its own directory
 (``runs/<model>-W<b>A<b>-<method>-<solver>-<hash>`` by default, the hash covering every setting that changes the
 weights): ``config.json``, ``records.jsonl`` (one Eq. 4 record per layer, appended as each layer finishes),
-``layers/<name>.pt`` (the layer's post-Aqer and final weights) and ``result.json``. Run the same command again after
+``layers/<name>.pt`` (the layer's post-Aqer and final weights), ``result.json`` and ``predictions.pt`` (every test
+image's outcome, for paired comparisons of runs). Run the same command again after
 an interruption and finished layers are loaded instead of recomputed.
 """
 
@@ -22,7 +23,8 @@ from roundlab.pipeline.config import ERQConfig
 from roundlab.pipeline.fp_cache import fp_reference
 from roundlab.pipeline.layer_data import LayerData
 from roundlab.pipeline.provenance import peak_memory_mb, versions
-from roundlab.pipeline.rundir import RunState, atomic_write, check_run_dir
+from roundlab.files import atomic_file
+from roundlab.pipeline.rundir import PREDICTIONS, RunState, atomic_write, check_run_dir, file_sha256
 from roundlab.pipeline.stages import process_layer
 from roundlab.pipeline.summary import print_table, sum_wqer  # noqa: F401  (print_table: the CLI's import)
 from roundlab.threads import fixed_threads
@@ -162,6 +164,17 @@ def _quantize_layer(name, layer, stats, stats_h, config: ERQConfig, solver, on_p
     return record
 
 
+def save_predictions(run_dir: Path, logits, labels, reference) -> Path:
+    """``predictions.pt``: every test image's outcome (:func:`roundlab.evaluate.per_image`), so two runs can be
+    compared image by image (paired differences); its SHA-256 goes into ``result.json``."""
+    from roundlab.evaluate import per_image
+
+    path = Path(run_dir) / PREDICTIONS
+    with atomic_file(path) as tmp:
+        torch.save(per_image(logits, labels, reference), tmp)
+    return path
+
+
 def load_run_data(config: ERQConfig) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, object]:
     """The FP model (parameters checked), calibration and held-out images (on ``config.device``) and the test split
     of a run, exactly as :func:`run_erq` uses them (the analysis scripts load through here too)."""
@@ -210,7 +223,8 @@ def _finish(config, state, qmodel, records, test, reference, fp_metrics, times, 
 
     t = time.perf_counter()
     metrics = evaluate(qmodel, test, reference_logits=reference, batch_size=config.batch_size,
-                       device=config.device)
+                       device=config.device, return_logits=True)
+    predictions = save_predictions(state.dir, metrics.pop("logits"), metrics.pop("labels"), reference)
     times["eval_s"] = time.perf_counter() - t
     times["total_s"] = time.perf_counter() - t_all
 
@@ -220,7 +234,8 @@ def _finish(config, state, qmodel, records, test, reference, fp_metrics, times, 
         "wqer": sum_wqer(records), "n_layers": len(records), "fanout": fanout,
         "fallback_rows": sum(f["rows"][1] - f["rows"][0] for r in records for f in r.get("fallbacks", [])),
         "paths": {"dir": str(state.dir), "records": str(state.records.path),
-                  "result": str(state.dir / "result.json")},
+                  "result": str(state.dir / "result.json"), "predictions": str(predictions)},
+        "predictions_sha256": file_sha256(predictions),
     }
     atomic_write(state.dir / "result.json", json.dumps(result, indent=2, default=float))
     if result["fallback_rows"]:

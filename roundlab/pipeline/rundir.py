@@ -3,7 +3,7 @@
 Layout: ``config.json`` (the config and its digest), ``records.jsonl`` (one record per finished layer, carrying the
 config digest, the SHA-256 of its layer file and its own checksum), ``layers/<name>.pt`` (tensors only, loaded with
 ``weights_only=True``), ``subproblems.sqlite`` (the results store, checksummed answers), ``result.json``,
-``errors.log`` and ``.lock``.
+``predictions.pt`` (every test image's outcome; its SHA-256 in ``result.json``), ``errors.log`` and ``.lock``.
 
 Guarantees (each has a test in ``tests/pipeline/test_rundir.py``):
 
@@ -32,9 +32,11 @@ from roundlab.errors import RoundlabError
 from roundlab.files import atomic_file, atomic_write  # noqa: F401  (atomic_write: its historical home)
 from roundlab.pipeline.records import RecordWriter
 
+#: every test image's outcome (:func:`roundlab.pipeline.run.save_predictions`)
+PREDICTIONS = "predictions.pt"
 #: Files a fresh start removes (besides ``layers/*.pt``).
 RUN_FILES = ("records.jsonl", "subproblems.sqlite", "subproblems.sqlite-wal", "subproblems.sqlite-shm",
-             "errors.log", "result.json", "fanout.json")
+             "errors.log", "result.json", PREDICTIONS, "fanout.json")
 
 _HELD: dict[str, tuple[int, int]] = {}       # realpath → (fd, users): one lock per directory and process
 

@@ -76,3 +76,83 @@ def test_problem_log_resumes_only_when_it_covers_the_finished_layers(tmp_path):
     _write(run / PROBLEMS, [{"layer": 0, "step": 0}])          # misses a finished layer: start afresh
     _, fresh = open_log(run, lambda *a: {}, wqer=True)
     assert fresh and not (run / PROBLEMS).exists()
+
+
+def test_paired_difference_is_the_mean_difference_with_its_standard_error():
+    a = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    b = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
+    mean, se = stats.paired_difference(a, b)
+    d = [1, 0, 0, 1, 0]
+    sd = math.sqrt(sum((x - 0.4) ** 2 for x in d) / 4)
+    assert mean == pytest.approx(0.4) and se == pytest.approx(sd / math.sqrt(5))
+    assert stats.paired_difference(a, a) == (0.0, 0.0)
+    assert math.isnan(stats.paired_difference([1.0], [0.0])[1])
+
+
+def _segment(layer, step, objective, bound, optimal, solver="bnb", d=4):
+    return {"layer": layer, "step": step, "rows": len(objective), "d": d, "solver": solver,
+            "row_objective": objective, "row_bound": bound, "row_optimal": optimal,
+            "claimed_optimal": sum(optimal)}
+
+
+def test_rows_against_the_proven_optimum():
+    from analysis.optimum import Rows, breakdown, compare
+
+    exact = Rows.from_problems([_segment("a", 0, [1.0, 2.0, 3.0], [1.0, 2.0, 2.5], [True, True, False]),
+                                _segment("embed", 0, [5.0], [None], [False], solver="nearest")], "bnb")
+    assert exact.left_out == {"embed": 1} and len(exact.objective) == 3
+    run = Rows.from_problems([_segment("a", 0, [1.0, 2.2, 3.3], [None, None, None], [False] * 3, "rr")], "rr")
+    c = compare(run, exact)
+    # rows 0 and 1 are proven (bound = objective); row 2 keeps bnb's certified bound 2.5
+    assert c["rows_proven_by_exact"] == 2 and c["share_at_optimum"] == 0.5
+    assert c["excess_over_optimum"] == pytest.approx(3.2 / 3.0 - 1)
+    assert c["certified_gap"] == pytest.approx((6.5 - 5.5) / 6.5) and c["contradictions"] == 0
+    assert c["share_claimed_optimal"] == 0
+    own = compare(exact, exact)
+    assert own["excess_over_optimum"] == 0 and own["share_at_optimum"] == 1
+    assert own["certified_gap"] == pytest.approx(0.5 / 6.0) and own["share_claimed_optimal"] == pytest.approx(2 / 3)
+    better = Rows.from_problems([_segment("a", 0, [0.9, 2.0, 3.0], [None] * 3, [False] * 3, "x")], "x")
+    assert compare(better, exact)["contradictions"] == 1           # below a proven optimum: counted, not hidden
+    by = breakdown(run, exact, "d")
+    assert [b["d"] for b in by] == [4] and by[0]["rows"] == 3
+
+
+def test_rows_must_face_the_same_subproblems():
+    from analysis.optimum import Rows, check_aligned
+
+    exact = Rows.from_problems([_segment("a", 0, [1.0], [1.0], [True])], "bnb")
+    other = Rows.from_problems([_segment("a", 1, [1.0], [None], [False], "rr")], "rr")
+    with pytest.raises(ValueError, match="not the same subproblems"):
+        check_aligned(other, exact, "rr")
+    with pytest.raises(ValueError, match="no per-row objectives"):
+        Rows.from_problems([{"layer": "a", "step": 0, "rows": 1, "d": 1, "solver": "rr"}], "rr")
+
+
+def test_sampled_solver_solves_the_first_rows_and_claims_nothing_elsewhere():
+    from analysis.smoke_sample import NAME
+    from roundlab.solvers import get_solver
+    from roundlab.testing.synthetic import vit_like_problem
+
+    problem = vit_like_problem(6, 8, N=64, seed=3)
+    res = get_solver(NAME, solver="brute", options={}, row_limit=2)(problem)
+    exact = get_solver("brute")(problem)
+    assert torch.allclose(res.objective[:2], exact.objective[:2])
+    assert [s.value for s in res.status[2:]] == ["heuristic"] * 4
+    assert torch.equal(res.delta[2:], get_solver("greedy")(problem).delta[2:])
+    wide = get_solver(NAME, solver="brute", row_limit=2, max_d=4)(problem)
+    assert all(s.value == "heuristic" for s in wide.status)
+
+
+def test_a_run_keeps_its_per_image_outcomes_checked_by_checksum(tmp_path):
+    from analysis.runs import load_predictions
+    from roundlab.pipeline.config import ERQConfig
+    from roundlab.pipeline.run import run_erq
+
+    cfg = ERQConfig.for_method("calib", model="fmnist-vit", calib_images=2, heldout_images=0, eval_images=40)
+    r = run_erq(cfg, run_dir=tmp_path / "run", progress=False)
+    r["run"] = "run"
+    p = load_predictions(tmp_path, r)
+    assert len(p["correct"]) == 40 and float(p["correct"].double().mean()) == r["quantized"]["top1"]
+    assert float(p["kl"].mean()) == pytest.approx(r["quantized"]["kl"], rel=1e-12)
+    torch.save({**p, "correct": ~p["correct"]}, tmp_path / "run" / "predictions.pt")     # edited afterwards
+    assert load_predictions(tmp_path, r) is None

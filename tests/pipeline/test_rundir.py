@@ -144,10 +144,12 @@ def test_fresh_clears_the_results_store_and_every_run_file(tmp_path):
     _run(d, _cfg())
     (d / "errors.log").write_text("old")
     (d / "result.json").write_text("{}")
+    (d / "predictions.pt").write_text("old")
     with RunState(d, _cfg(), fresh=True) as state:
         assert not list(state.layers.glob("*.pt")) and state.finished_records() == {}
     assert not (d / "subproblems.sqlite").exists() and not (d / "errors.log").exists()
     assert not (d / "result.json").exists() and not (d / "records.jsonl").exists()
+    assert not (d / "predictions.pt").exists()
 
 
 # 5 ------------------------------------------------------------------------------------------------------------
