@@ -6,7 +6,11 @@ default ``tabu``): the objective is written as several *convex* forms that agree
 computed batched by the mixing method of ``bound.py``, for the whole row and re-fitted to the subproblems left deeper
 in the search), and a depth-first Schnorr–Euchner enumeration
 (``bnb_kernel.py``, compiled by numba where installed) fixes one element at a time — the best-determined first
-(V-BLAST order) — pruning a node when the largest of its forms' partial-sum bounds reaches the incumbent.
+(V-BLAST order) — pruning a node when the largest of its forms' partial-sum bounds reaches the incumbent. Shor's multipliers cost
+far more than a narrow row's whole search (three mixing-method fits of 300 sweeps: seconds per chunk of rows at
+d = 32, against ~1 ms of search), so every row is first *probed* with the plain form alone (``probe_nodes``,
+default 50,000 nodes ≈ 3 ms): rows it closes are done, and only the rows still open get Shor's forms (fitted to
+those rows only) and the full search, around the probe's incumbent, within what their budget has left.
 
 Claims, per row: ``optimal`` only when the search closed (then ``bound = incumbent·(1 − gap_tol)`` minus the forms'
 round-off allowance); ``time_limit`` when ``time_limit`` seconds or ``node_limit`` nodes ran out, with the smallest
@@ -37,6 +41,8 @@ class BnbConfig(SolverConfig):
     warm_start: str | None = "tabu"   # solver whose answer is the first incumbent when no init is given; None: nearest
     time_limit: float | None = 60.0   # seconds per row (None: no limit)
     node_limit: int | None = None     # nodes per row (None: no limit)
+    probe_nodes: int | None = 50000   # first search every row with the plain bound alone for this many nodes; only
+                                      # the rows still open get Shor's multipliers (None: fit them for every row)
     gap_tol: float = 1e-9             # prune nodes whose bound reaches incumbent·(1 − gap_tol)
     shor: bool = True                 # add the Shor-multiplier form (rows with at least shor_min_free free elements)
     shor_min_free: int = 12
@@ -50,6 +56,7 @@ class BnbConfig(SolverConfig):
         check_start("warm_start", self.warm_start, "bnb")
         check_float("time_limit", self.time_limit, 0.0, 1e9, lo_open=True, none=True)
         check_int("node_limit", self.node_limit, 1, none=True)
+        check_int("probe_nodes", self.probe_nodes, 1, none=True)
         check_float("gap_tol", self.gap_tol, 0.0, 0.5)
         if not isinstance(self.shor, bool):
             raise RoundlabError(f"shor must be True or False, got {self.shor!r}")
@@ -63,6 +70,22 @@ class BnbConfig(SolverConfig):
         check_bool("progress", self.progress)
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What one row's search may still spend (None: no limit)."""
+
+    nodes: int | None
+    seconds: float | None
+
+    def after(self, nodes: int, seconds: float) -> "Budget":
+        return Budget(None if self.nodes is None else self.nodes - nodes,
+                      None if self.seconds is None else self.seconds - seconds)
+
+    @property
+    def exhausted(self) -> bool:
+        return (self.nodes is not None and self.nodes <= 0) or (self.seconds is not None and self.seconds <= 0)
+
+
 @dataclass
 class RowOutcome:
     x: np.ndarray          # best flips found (qp coordinates)
@@ -71,24 +94,26 @@ class RowOutcome:
     nodes: int
 
 
-def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig) -> RowOutcome:
-    """Branch and bound on one row in ``order``; returns the best flips and what was proven."""
+def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig, budget: Budget) -> RowOutcome:
+    """Branch and bound on one row in ``order`` within ``budget``; returns the best flips and what was proven."""
     from roundlab.solvers import bnb_kernel as kernel     # numba (optional) loads on first use, not on import
 
     forms = build_forms(qp, multipliers, order)
+    if budget.exhausted:                                  # no search left: the forms' root bound only
+        return RowOutcome(np.zeros(qp.k), False, forms.root_bound - float(forms.slack[0]), 0)
     st = kernel.new_state(len(forms.names), qp.k, forms.root_bound)
     st["ub"][0] = qp.f0
     t0 = time.perf_counter()
     while True:
-        budget = cfg.check_every
-        if cfg.node_limit is not None:
-            budget = min(budget, cfg.node_limit - int(st["pos"][kernel.NODES]))
+        step = cfg.check_every
+        if budget.nodes is not None:
+            step = min(step, budget.nodes - int(st["pos"][kernel.NODES]))
         closed = kernel.search(forms.R, forms.ctr, forms.rc, forms.const, forms.slack, cfg.gap_tol,
                                st["x"], st["best"], st["state"], st["first"], st["lb2"], st["nodelb"], st["terms"],
-                               st["partial"], st["pos"], st["ub"], budget)
+                               st["partial"], st["pos"], st["ub"], step)
         nodes = int(st["pos"][kernel.NODES])
-        if closed or (cfg.node_limit is not None and nodes >= cfg.node_limit) or \
-                (cfg.time_limit is not None and time.perf_counter() - t0 >= cfg.time_limit):
+        if closed or (budget.nodes is not None and nodes >= budget.nodes) or \
+                (budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds):
             break
     x = np.empty(qp.k)
     x[order] = st["best"]
@@ -126,6 +151,68 @@ def refit_multipliers(problem, warm: torch.Tensor, qps: list, orders: list, frac
     return shor_multipliers(sub, sweeps).cpu().numpy()
 
 
+@dataclass
+class RowsOut:
+    """The answer being built: per row the incumbent, status code, best certified bound, nodes and seconds."""
+
+    delta: torch.Tensor
+    codes: torch.Tensor
+    bound: torch.Tensor
+    nodes: torch.Tensor
+    row_time: torch.Tensor
+
+    @classmethod
+    def start(cls, warm: torch.Tensor) -> "RowsOut":
+        R = warm.shape[0]
+        return cls(warm.clone(), torch.full((R,), CODE[Status.OPTIMAL], dtype=torch.long),
+                   torch.zeros(R, dtype=F64), torch.zeros(R, dtype=torch.long), torch.zeros(R, dtype=F64))
+
+    def record(self, r: int, qp: RowQP, out: RowOutcome, flipped: torch.Tensor, seconds: float) -> None:
+        """Row ``r``'s search outcome (``qp`` written around the current incumbent; ``flipped`` its other
+        candidates): a better point replaces the incumbent, bounds only ever rise, the work adds up."""
+        if qp.value(out.x)[0] <= qp.f0:                       # never worse than the incumbent
+            F = torch.as_tensor(qp.F, device=self.delta.device)
+            flip = torch.as_tensor(out.x > 0.5, device=self.delta.device)
+            self.delta[r, F] = torch.where(flip, flipped[F], self.delta[r, F])
+        self.bound[r] = max(float(self.bound[r]), out.bound, 0.0)
+        self.nodes[r] += out.nodes
+        self.codes[r] = CODE[Status.OPTIMAL if out.closed else Status.TIME_LIMIT]
+        self.row_time[r] += seconds
+
+
+def row_M(problem: RoundingProblem, r: int) -> torch.Tensor:
+    return problem.M if problem.shared else problem.M[r]
+
+
+def row_qps(problem: RoundingProblem, delta: torch.Tensor) -> list[RowQP | None]:
+    """Each row in flip space around ``delta``; None where there is nothing to choose or the value is already 0."""
+    M_np = problem.M.cpu().numpy()
+    d_np, other_np = delta.cpu().numpy(), problem.flipped(delta).cpu().numpy()
+    qps = [row_qp(M_np if problem.shared else M_np[r], d_np[r], other_np[r]) for r in range(problem.rows)]
+    return [qp if qp.k > 0 and qp.f0 > 0 else None for qp in qps]
+
+
+def shor_forms(problem: RoundingProblem, warm: torch.Tensor, qps: list, cfg: BnbConfig) -> tuple[list, list]:
+    """Per row: the convex forms (plain; Shor's for the whole row and re-fitted deeper, on rows with at least
+    ``shor_min_free`` free elements) and the enumeration order (from Shor's form where there is one)."""
+    shor_rows = [qp is not None and cfg.shor and qp.k >= cfg.shor_min_free for qp in qps]
+    multipliers = [None if qp is None else {"plain": (np.zeros(qp.k), None)} for qp in qps]
+    if any(shor_rows):
+        U = shor_multipliers(problem, cfg.sweeps).cpu().numpy()
+        for r in np.nonzero(shor_rows)[0]:
+            multipliers[r]["shor"] = (U[r, qps[r].F], None)
+    orders = [None if qp is None else
+              enumeration_order(qp, multipliers[r].get("shor", multipliers[r]["plain"])[0], cfg.order)
+              for r, qp in enumerate(qps)]
+    for frac in cfg.refit if any(shor_rows) else ():
+        U = refit_multipliers(problem, warm, qps, orders, frac, cfg.sweeps)
+        for r in np.nonzero(shor_rows)[0]:
+            inner = np.zeros(qps[r].k, dtype=bool)
+            inner[orders[r][:inner_count(qps[r].k, frac)]] = True
+            multipliers[r][f"shor@{frac:g}"] = (U[r, qps[r].F], inner)
+    return multipliers, orders
+
+
 @register_solver("bnb")
 class BranchAndBound(Solver):
     """Exact branch and bound (convex-reformulation bounds, compiled enumeration): proven optimum or certified gap."""
@@ -138,52 +225,62 @@ class BranchAndBound(Solver):
 
     def solve(self, problem, init):
         cfg = self.config
-        R = problem.rows
         warm = seeded_start(problem, init, cfg.warm_start)
-        warm_np, other_np = warm.cpu().numpy(), problem.flipped(warm).cpu().numpy()
-        M_np = problem.M.cpu().numpy()
-        qps = [row_qp(M_np if problem.shared else M_np[r], warm_np[r], other_np[r]) for r in range(R)]
-        qps = [qp if qp.k > 0 and qp.f0 > 0 else None for qp in qps]        # None: nothing to choose, or 0
-        shor_rows = [qp is not None and cfg.shor and qp.k >= cfg.shor_min_free for qp in qps]
-        multipliers = [None if qp is None else {"plain": (np.zeros(qp.k), None)} for qp in qps]
-        if any(shor_rows):
-            U = shor_multipliers(problem, cfg.sweeps).cpu().numpy()
-            for r in np.nonzero(shor_rows)[0]:
-                multipliers[r]["shor"] = (U[r, qps[r].F], None)
-        orders = [None if qp is None else                   # from Shor's form where there is one
-                  enumeration_order(qp, multipliers[r].get("shor", multipliers[r]["plain"])[0], cfg.order)
-                  for r, qp in enumerate(qps)]
-        if any(shor_rows):
-            for frac in cfg.refit:
-                U = refit_multipliers(problem, warm, qps, orders, frac, cfg.sweeps)
-                for r in np.nonzero(shor_rows)[0]:
-                    inner = np.zeros(qps[r].k, dtype=bool)
-                    inner[orders[r][:inner_count(qps[r].k, frac)]] = True
-                    multipliers[r][f"shor@{frac:g}"] = (U[r, qps[r].F], inner)
-        delta = warm.clone()
-        flipped = problem.flipped(warm)
-        codes = torch.full((R,), CODE[Status.OPTIMAL], dtype=torch.long)
-        bound = torch.zeros(R, dtype=F64)
-        nodes = torch.zeros(R, dtype=torch.long)
-        row_time = torch.zeros(R, dtype=F64)
-        for r, qp in enumerate(tqdm(qps, desc="bnb rows", unit="row", disable=not cfg.progress)):
-            t0 = time.perf_counter()
-            if qp is None:
-                Mr = problem.M if problem.shared else problem.M[r]
-                bound[r] = max(float(warm[r] @ Mr @ warm[r]), 0.0)
-                continue
-            out = search_row(qp, multipliers[r], orders[r], cfg)
-            if qp.value(out.x)[0] <= qp.f0:                   # never worse than the warm start
-                F = torch.as_tensor(qp.F, device=delta.device)
-                flip = torch.as_tensor(out.x > 0.5, device=delta.device)
-                delta[r, F] = torch.where(flip, flipped[r, F], warm[r, F])
-            bound[r] = max(out.bound, 0.0)
-            nodes[r] = out.nodes
-            if not out.closed:
-                codes[r] = CODE[Status.TIME_LIMIT]
-            row_time[r] = time.perf_counter() - t0
+        out = RowsOut.start(warm)
+        todo = torch.arange(problem.rows)
+        if cfg.probe_nodes is not None:
+            todo = self._probe(problem, out)                  # the plain bound alone; rows it closes are done
+        if len(todo):
+            self._search(problem.subproblem(todo), out, todo)  # Shor's forms, fitted to the open rows only
         from roundlab.solvers.bnb_kernel import COMPILED
 
-        info = {"compiled": COMPILED, "nodes": int(nodes.sum()),
+        info = {"compiled": COMPILED, "nodes": int(out.nodes.sum()), "probe_closed": problem.rows - len(todo),
                 "warm_start": "init" if init is not None else (cfg.warm_start or "nearest")}
-        return Solution(delta, codes, bound=bound, iterations=nodes, row_time=row_time, info=info)
+        return Solution(out.delta, out.codes, bound=out.bound, iterations=out.nodes, row_time=out.row_time,
+                        info=info)
+
+    def budget(self) -> Budget:
+        return Budget(self.config.node_limit, self.config.time_limit)
+
+    @staticmethod
+    def _trivial(M_row: torch.Tensor, out: RowsOut, r: int) -> None:
+        """A row with nothing to choose (or already at 0): its value is its optimum."""
+        out.bound[r] = max(float(out.delta[r] @ M_row @ out.delta[r]), 0.0)
+
+    def _probe(self, problem, out: RowsOut) -> torch.Tensor:
+        """Every row searched with the plain (Cholesky) bound for at most ``probe_nodes`` nodes; returns the rows
+        still open. Most narrow rows close here in well under a millisecond, before any Shor fit is paid for."""
+        cfg = self.config
+        qps, flipped = row_qps(problem, out.delta), problem.flipped(out.delta)
+        limit = self.budget()
+        probe = Budget(min(cfg.probe_nodes, limit.nodes or cfg.probe_nodes), limit.seconds)
+        still = []
+        for r, qp in enumerate(qps):
+            if qp is None:
+                self._trivial(row_M(problem, r), out, r)
+                continue
+            t0 = time.perf_counter()
+            zero = np.zeros(qp.k)
+            res = search_row(qp, {"plain": (zero, None)}, enumeration_order(qp, zero, cfg.order), cfg, probe)
+            out.record(r, qp, res, flipped[r], time.perf_counter() - t0)
+            if not res.closed:
+                still.append(r)
+        return torch.tensor(still, dtype=torch.long)
+
+    def _search(self, sub, out: RowsOut, rows: torch.Tensor) -> None:
+        """The full search on the rows ``rows`` of the answer (``sub`` = those rows' problem), around their
+        incumbents, each within what its budget has left."""
+        cfg = self.config
+        warm = out.delta[rows]
+        qps = row_qps(sub, warm)
+        multipliers, orders = shor_forms(sub, warm, qps, cfg)
+        flipped = sub.flipped(warm)
+        for i, qp in enumerate(tqdm(qps, desc="bnb rows", unit="row", disable=not cfg.progress)):
+            r = int(rows[i])
+            if qp is None:
+                self._trivial(row_M(sub, i), out, r)
+                continue
+            t0 = time.perf_counter()
+            left = self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
+            res = search_row(qp, multipliers[i], orders[i], cfg, left)
+            out.record(r, qp, res, flipped[i], time.perf_counter() - t0)

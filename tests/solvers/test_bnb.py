@@ -44,12 +44,13 @@ def _adversarial(kind: str, seed: int, d: int = 16, R: int = 6) -> RoundingProbl
 KINDS = ["outlier_weights", "clamped", "ties", "rank_deficient", "no_free", "all_free"]
 
 
+@pytest.mark.parametrize("probe", [50000, 3, None])      # rows closed by the probe; by Shor's forms; no probe
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("kind", KINDS)
-def test_bnb_reaches_the_brute_force_optimum_with_a_proof(kind, seed):
+def test_bnb_reaches_the_brute_force_optimum_with_a_proof(kind, seed, probe):
     p = _adversarial(kind, seed, d=20 if kind == "all_free" else 16)
     opt = get_solver("brute")(p).objective
-    res = get_solver("bnb")(p)
+    res = get_solver("bnb", probe_nodes=probe)(p)
     torch.testing.assert_close(res.objective, opt, rtol=1e-9, atol=1e-30)
     assert all(s is Status.OPTIMAL for s in res.status), res.status
     assert (res.bound <= opt * (1 + 1e-12) + 1e-300).all(), "a bound above the optimum"
@@ -61,7 +62,7 @@ def test_bnb_reaches_the_brute_force_optimum_with_a_proof(kind, seed):
 def test_bnb_without_shor_and_in_natural_order_is_still_exact():
     p = _adversarial("outlier_weights", 3)
     opt = get_solver("brute")(p).objective
-    for opts in ({"shor": False}, {"order": "natural"}, {"refit": ()}, {"warm_start": None}):
+    for opts in ({"shor": False}, {"order": "natural"}, {"refit": ()}, {"warm_start": None}, {"probe_nodes": 2}):
         res = get_solver("bnb", **opts)(p)
         torch.testing.assert_close(res.objective, opt, rtol=1e-9, atol=1e-30)
         assert all(s is Status.OPTIMAL for s in res.status)
@@ -79,6 +80,17 @@ def test_bnb_agrees_with_every_installed_miqp_backend_at_d24(backend):
     assert proven, f"{backend} proved no row"
     torch.testing.assert_close(res.objective[proven], ref.objective[proven], rtol=1e-7, atol=1e-30)
     assert (res.objective <= ref.objective * (1 + 1e-9)).all()
+
+
+def test_the_probe_closes_narrow_rows_and_hands_only_the_open_ones_to_shor():
+    p = vit_like_problem(6, 40, seed=4)
+    probed = get_solver("bnb", probe_nodes=50000)(p)
+    full = get_solver("bnb", probe_nodes=None)(p)
+    torch.testing.assert_close(probed.objective, full.objective, rtol=1e-9, atol=1e-30)
+    assert all(s is Status.OPTIMAL for s in probed.status) and probed.info["probe_closed"] > 0
+    few = get_solver("bnb", probe_nodes=5)(p)                 # nothing closes in 5 nodes: every row goes on
+    assert few.info["probe_closed"] == 0 and all(s is Status.OPTIMAL for s in few.status)
+    torch.testing.assert_close(few.objective, full.objective, rtol=1e-9, atol=1e-30)
 
 
 def test_a_node_limit_gives_time_limit_with_a_valid_bound_and_never_a_worse_answer():
@@ -142,6 +154,7 @@ def test_bnb_runs_through_the_results_store_and_a_rerun_reuses_every_answer(tmp_
     ({"time_limit": -1.0}, "time_limit"), ({"node_limit": 0}, "node_limit"), ({"node_limit": -5}, "node_limit"),
     ({"gap_tol": -1e-3}, "gap_tol"), ({"order": "random"}, "order"), ({"refit": (1.5,)}, "refit"),
     ({"warm_start": "bnb"}, "warm_start"), ({"tries": 3}, "unknown option"), ({"shor": "yes"}, "shor"),
+    ({"probe_nodes": 0}, "probe_nodes"),
 ])
 def test_bad_options_are_one_clear_error(opts, match):
     with pytest.raises(RoundlabError, match=match) as e:
