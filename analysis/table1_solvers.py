@@ -25,7 +25,8 @@ lower bound) / Σ objective over every row with a certified bound — all of the
 most be from optimal); ``contradictions`` (rows
 below a "proven" optimum: must be 0); ``exact_minus_*``: the exact run's top-1 / agreement (points) / KL minus
 this run's, on the same test images, with its paired standard error (``*_se``). ``table1_excess_by_width.csv`` and
-``table1_excess_by_layer.csv`` break the comparison down; figures ``table1_solvers.png`` and ``table1_exact.png``.
+``table1_excess_by_layer.csv`` break the comparison down (per width also each solver's median / p90 / max seconds
+per row and nodes per second, from its results store); figures ``table1_solvers.png`` and ``table1_exact.png``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from analysis import smoke_sample
 from analysis.csvout import write_csv
 from analysis.log import log
 from analysis.optimum import Rows, breakdown, check_aligned, compare, segment_rows
+from analysis.row_times import timing_by_width
 from analysis.options import Options, parse
 from analysis.runs import cached_run, load_predictions, metrics_row, settings
 from analysis.stats import paired_difference
@@ -55,6 +57,7 @@ COLUMNS = ["method", "solver", "settings", "wall_time_s", "time_vs_rr", "solver_
           ["fp_top1", "n_eval", "model", "wbits", "abits", "calib_images", "run"]
 BREAKDOWN = ["method", "rows", "rows_proven_by_exact", "rows_bounded", "share_claimed_optimal", "share_at_optimum",
              "excess_over_optimum", "certified_gap", "contradictions"]
+TIMING = ["median_row_s", "p90_row_s", "max_row_s", "nodes_per_s"]
 
 
 @dataclass(frozen=True)
@@ -181,9 +184,14 @@ def table_row(spec: RowSpec, cfg, r: dict, rows: Rows | None, exact: Rows | None
     return {**row, **effects(preds, exact_preds)}
 
 
-def breakdowns(specs, all_rows, exact: Rows, by: str) -> list[dict]:
-    return [{"method": s.label, **b} for s, rows in zip(specs, all_rows) if rows is not None
-            for b in breakdown(rows, exact, by)]
+def breakdowns(specs, all_rows, exact: Rows, by: str, timings=None) -> list[dict]:
+    """:func:`~analysis.optimum.breakdown` of every run; per width also its per-row solver times (``timings``)."""
+    out = []
+    for i, (s, rows) in enumerate(zip(specs, all_rows)):
+        for b in breakdown(rows, exact, by) if rows is not None else ():
+            extra = timings[i].get(b["d"], {}) if timings is not None else {}
+            out.append({"method": s.label, **b, **extra})
+    return out
 
 
 def main(argv=None):
@@ -210,9 +218,10 @@ def main(argv=None):
     plot(table, opts, st, runs[0][1])
     if exact is not None:
         specs_run = [spec for spec, _, _ in runs]
-        widths = breakdowns(specs_run, all_rows, exact, "d")
+        timings = [timing_by_width(opts.runs / r["run"]) for _, _, r in runs]
+        widths = breakdowns(specs_run, all_rows, exact, "d", timings)
         layers = breakdowns(specs_run, all_rows, exact, "layer")
-        write_csv(opts.out / "table1_excess_by_width.csv", widths, ["method", "d"] + BREAKDOWN[1:])
+        write_csv(opts.out / "table1_excess_by_width.csv", widths, ["method", "d"] + BREAKDOWN[1:] + TIMING)
         write_csv(opts.out / "table1_excess_by_layer.csv", layers, ["method", "layer"] + BREAKDOWN[1:])
         plot_exact(table, runs[ex][0].label, widths, layers, opts, st, runs[0][1])
     return table

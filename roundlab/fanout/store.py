@@ -18,6 +18,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -135,6 +136,13 @@ class ResultStore:
             return None
         tensors = {name: _tensor(b, _NP[name], row_shape(name, rows, d)) for b, name in zip(blobs, _NAMES)}
         return Answer(outcome=outcome, reason=reason, meta=meta, **tensors)
+
+    def answers(self) -> Iterator[tuple[str, Answer]]:
+        """Every intact answer, as ``(key, answer)`` (checked like :meth:`get`; damaged ones are discarded)."""
+        for key, rows, d in self.db.execute("SELECT key, rows, d FROM answers").fetchall():
+            a = self.get(key, rows, d)
+            if a is not None:
+                yield key, a
 
     def discard(self, key: str, why: str) -> None:
         """Delete a damaged answer (it is solved again) and say so."""

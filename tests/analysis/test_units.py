@@ -156,3 +156,19 @@ def test_a_run_keeps_its_per_image_outcomes_checked_by_checksum(tmp_path):
     assert float(p["kl"].mean()) == pytest.approx(r["quantized"]["kl"], rel=1e-12)
     torch.save({**p, "correct": ~p["correct"]}, tmp_path / "run" / "predictions.pt")     # edited afterwards
     assert load_predictions(tmp_path, r) is None
+
+
+def test_row_times_per_width_come_from_the_results_store(tmp_path):
+    from analysis.row_times import timing_by_width
+    from roundlab.fanout import FannedSolver, ResultStore
+    from roundlab.solvers import get_solver
+    from roundlab.testing.synthetic import vit_like_problem
+
+    with ResultStore(tmp_path / "subproblems.sqlite") as store:
+        for d in (8, 16):
+            FannedSolver(get_solver("bnb", warm_start="greedy"), store=store, chunk_rows=2)(vit_like_problem(4, d))
+    t = timing_by_width(tmp_path)
+    assert sorted(t) == [8, 16]
+    for v in t.values():
+        assert 0 < v["median_row_s"] <= v["p90_row_s"] <= v["max_row_s"] and v["nodes_per_s"] > 0
+    assert timing_by_width(tmp_path / "none") == {}
