@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+#: a row is proven optimal when its certified bound is within this relative distance of its objective (bnb's closed
+#: searches certify ≤ 6.8e-6 on fmnist-vit: its bound keeps a float round-off allowance below the incumbent)
+PROOF_RTOL = 1e-5
 #: a row is "at the optimum" when its objective is within this relative tolerance of the proven optimum
 AT_OPTIMUM_RTOL = 1e-9
 #: an objective below the proven optimum by more than this (relative) contradicts the proof: counted, never hidden
@@ -77,9 +80,9 @@ class Rows:
                    tuple((p["layer"], p["step"], p["rows"], p["d"]) for p in problems), dict(left_out))
 
     def proven(self) -> torch.Tensor:
-        """Rows whose certified bound meets the objective (an optimum with its proof)."""
+        """Rows whose certified bound meets the objective to :data:`PROOF_RTOL` (an optimum with its proof)."""
         gap = self.objective - self.bound
-        return (~torch.isnan(self.bound)) & (gap <= AT_OPTIMUM_RTOL * self.objective.abs() + 1e-15)
+        return (~torch.isnan(self.bound)) & (gap <= PROOF_RTOL * self.objective.abs() + 1e-15)
 
 
 def check_aligned(run: Rows, exact: Rows, label: str) -> None:
