@@ -246,6 +246,7 @@ class BranchAndBound(Solver):
     def _trivial(M_row: torch.Tensor, out: RowsOut, r: int) -> None:
         """A row with nothing to choose (or already at 0): its value is its optimum."""
         out.bound[r] = max(float(out.delta[r] @ M_row @ out.delta[r]), 0.0)
+        out.codes[r] = CODE[Status.OPTIMAL]
 
     def _probe(self, problem, out: RowsOut) -> torch.Tensor:
         """Every row searched with the plain (Cholesky) bound for at most ``probe_nodes`` nodes; returns the rows
