@@ -4,15 +4,19 @@
     python benchmarks/bench_scale.py --models deit_small_patch16_224 --images 32 --solvers rr,greedy,tabu
     python benchmarks/bench_scale.py --device cuda --imagenet ~/data/imagenet      # real images on a GPU
     python benchmarks/bench_scale.py --smoke                            # timm's test_vit, 4 images (seconds)
+    python benchmarks/bench_scale.py --models deit_small_patch16_224 --images 1024 --calib-batch-size 32 --threads 1
 
 Each (model, images, solver) runs in a fresh process, so its peak resident memory (``ru_maxrss``) is its own; on CUDA
 the peak allocated device memory is reported too. A zoo name (``fmnist-vit``) runs on its committed weights and
 Fashion-MNIST calibration split. Weights of a timm name are random (``timm.create_model(pretrained=False)``) unless
 timm finds local weights for the name (or ``--checkpoint`` for a single model); images are random 3×224×224 tensors
 (seeded) unless ``--imagenet DIR`` names a class-folder tree read through each model's own timm data config.
-Stages: ``calibrate_s`` (quantizer surgery, activation calibration, reparameterisation, and — ``layer_stats_s`` —
-every layer's streamed statistics), ``layers_s`` (per layer: Aqer, weight calibration, Wqer with the solver). Evaluation is not timed (random
-weights have nothing to evaluate). Results: a Markdown table on stdout and JSON lines in ``--out``.
+Stages: ``calibrate_s`` (quantizer surgery, activation calibration — ``act_calibrate_s``, with the peak resident
+memory at its end, ``act_calibrate_peak_mb`` —, reparameterisation, and — ``layer_stats_s`` — every layer's streamed
+statistics), ``layers_s`` (per layer: Aqer, weight calibration, Wqer with the solver). Evaluation is not timed
+(random weights have nothing to evaluate). ``--calib-batch-size N`` streams the activation calibration in batches
+of N images (``ERQConfig.calib_batch_size``; default: one pass over all images, as released). Results: a Markdown
+table on stdout and JSON lines in ``--out``.
 """
 
 from __future__ import annotations
@@ -67,6 +71,23 @@ def _images(name: str, model, n: int, imagenet: str | None, seed: int):
                            n, seed=seed)
 
 
+def _time_activation_calibration(times: dict) -> None:
+    """Wrap the pipeline's ``calibrate`` stage (surgery, activation calibration, reparameterisation) so that its
+    time and the peak resident memory at its end land in ``times`` (this child process only)."""
+    import roundlab.pipeline.run as run
+
+    stage = run.calibrate
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        out = stage(*args, **kwargs)
+        times["act_calibrate_s"] = time.perf_counter() - t
+        times["act_calibrate_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return out
+
+    run.calibrate = timed
+
+
 def run_one(job: dict, queue) -> None:
     """Child process: one full ERQ; puts its measurements on ``queue``."""
     import torch
@@ -78,16 +99,18 @@ def run_one(job: dict, queue) -> None:
         torch.set_num_threads(job["threads"])
     model, real = _model(job["model"], job["checkpoint"])
     cfg = ERQConfig(model=job["model"], solver=job["solver"], calib_images=job["images"], heldout_images=0,
-                    device=job["device"], batch_size=job["batch_size"])
+                    device=job["device"], batch_size=job["batch_size"], calib_batch_size=job.get("calib_batch_size"))
     calib = _images(job["model"], model, job["images"], job["imagenet"], cfg.seed).to(cfg.device)
     model = model.to(cfg.device)
     if cfg.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times: dict = {}
+    _time_activation_calibration(times)
     t0 = time.perf_counter()
     _, records = erq_quantize(model, calib, cfg, times=times)
     out = {**job, "device": cfg.device, "real_weights": real, "layers": len(records),
            "calibrate_s": times["calibrate_s"], "layer_stats_s": times["layer_stats_s"], "layers_s": times["layers_s"],
+           "act_calibrate_s": times["act_calibrate_s"], "act_calibrate_peak_mb": times["act_calibrate_peak_mb"],
            "total_s": time.perf_counter() - t0,
            "max_layer_s": max(r["time_s"] for r in records),
            "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -109,17 +132,20 @@ def measure(job: dict) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| model | images | solver | device | calibrate s (of which layer statistics) | layers s | max layer s | "
-            "host peak MB | device peak MB |")
-    lines = [head, "|" + "---|" * 9]
+    head = ("| model | images | calib batch | solver | device | calibrate s (activations, layer statistics) | "
+            "layers s | max layer s | host peak MB (at the end of activation calibration) | device peak MB |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['images']} | {r['solver']} | {r['device']} | {r['error']} ||||| ")
+            lines.append(f"| {r['model']} | {r['images']} | {r.get('calib_batch_size') or 'all'} | {r['solver']} | "
+                         f"{r['device']} | {r['error']} ||||| ")
             continue
         dev = f"{r['device_peak_mb']:.0f}" if r["device_peak_mb"] is not None else "–"
-        lines.append(f"| {r['model']} | {r['images']} | {r['solver']} | {r['device']} | {r['calibrate_s']:.1f} "
-                     f"({r['layer_stats_s']:.1f}) | "
-                     f"{r['layers_s']:.1f} | {r['max_layer_s']:.1f} | {r['host_peak_mb']:.0f} | {dev} |")
+        lines.append(f"| {r['model']} | {r['images']} | {r.get('calib_batch_size') or 'all'} | {r['solver']} | "
+                     f"{r['device']} | {r['calibrate_s']:.1f} ({r['act_calibrate_s']:.1f}, "
+                     f"{r['layer_stats_s']:.1f}) | "
+                     f"{r['layers_s']:.1f} | {r['max_layer_s']:.1f} | {r['host_peak_mb']:.0f} "
+                     f"({r['act_calibrate_peak_mb']:.0f}) | {dev} |")
     return "\n".join(lines)
 
 
@@ -134,6 +160,8 @@ def main(argv=None) -> None:
                                                     "default: random images")
     p.add_argument("--checkpoint", default=None, help="a weights file (one model only)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--calib-batch-size", type=int, default=None,
+                   help="images per activation-calibration forward, streamed (default: all images in one pass)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads per run (0: torch's default)")
     p.add_argument("--out", default="runs/bench_scale.jsonl", help="JSON lines, one per run (appended)")
     p.add_argument("--smoke", action="store_true", help="timm's test_vit with 4 images: checks the script runs")
@@ -150,7 +178,7 @@ def main(argv=None) -> None:
             for solver in args.solvers.split(","):
                 job = {"model": model, "images": n, "solver": solver, "device": args.device,
                        "imagenet": args.imagenet, "checkpoint": args.checkpoint, "batch_size": args.batch_size,
-                       "threads": args.threads}
+                       "calib_batch_size": args.calib_batch_size, "threads": args.threads}
                 print(f"running {model}, {n} images, {solver} ...", file=sys.stderr, flush=True)
                 row = measure(job)
                 rows.append(row)

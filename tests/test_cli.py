@@ -40,6 +40,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     (["quantize", "--lam", "inf"], "lam must be a number >= 0 and finite, got inf"),
     (["quantize", "--device", "banana"], "unknown device 'banana'"),
     (["quantize", "--quant-opt", "wbits=8"], "set them with --wbits, not --quant-opt"),
+    (["quantize", "--calib-batch-size", "0"], "calib_batch_size must be a positive integer or None, got 0"),
+    (["quantize", "--calib-batch-size", "-4"], "calib_batch_size must be a positive integer or None, got -4"),
 ])
 def test_argparse_and_config_errors_are_one_line_and_exit_2(args, message, tmp_path, capsys):
     run_dir = tmp_path / "run"

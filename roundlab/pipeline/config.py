@@ -62,6 +62,7 @@ class ERQConfig:
     reparam: bool = True                    # RepQ-ViT reparameterisation of post-LN quantizers
     quant_options: dict = field(default_factory=dict)   # any other roundlab.quant.QuantConfig field
     calib_images: int = 32
+    calib_batch_size: int | None = None     # images per activation-calibration forward (None: all at once, released)
     heldout_images: int = 32                # for held-out Eq. 4 errors in the per-layer records
     eval_images: int | None = None          # None: the whole test split
     seed: int = 0
@@ -104,8 +105,10 @@ class ERQConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < (0 if name == "heldout_images" else 1):
                 raise RoundlabError(f"{name} must be a positive integer, got {v!r}")
-        if self.eval_images is not None and (not isinstance(self.eval_images, int) or self.eval_images < 1):
-            raise RoundlabError(f"eval_images must be a positive integer or None, got {self.eval_images!r}")
+        for name in ("eval_images", "calib_batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise RoundlabError(f"{name} must be a positive integer or None, got {v!r}")
         from roundlab.solvers import get_solver
         get_solver(self.solver, **self.solver_options)     # unknown solver or option: one clear error, now
         self.fanout_config()
@@ -168,7 +171,9 @@ class ERQConfig:
 #: Fields that never change the quantized weights.
 NOT_DIGESTED = ("device", "batch_size", "eval_images", "executor", "workers")
 #: Fields added later, with their defaults: in the digest only when set to something else.
-LATER_FIELDS = {"chunk_rows": None, "task_timeout": None, "retries": 2, "on_solver_error": "raise"}
+#: ``calib_batch_size`` is one (set, it may pick another grid where two candidates' errors nearly tie).
+LATER_FIELDS = {"chunk_rows": None, "task_timeout": None, "retries": 2, "on_solver_error": "raise",
+                "calib_batch_size": None}
 
 
 def resolve_device(device) -> str:

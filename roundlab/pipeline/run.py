@@ -77,14 +77,19 @@ def fanned_solver(config: ERQConfig, state: RunState | None):
 
 def calibrate(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig):
     """The pipeline's first stages on a copy of ``model``: quantizer surgery, activation calibration (FP weights, as
-    released) and reparameterisation. Returns ``(qmodel, layers)`` (name → quantized layer, in forward order)."""
+    released; in one pass over all images, or streamed in batches of ``config.calib_batch_size`` images) and
+    reparameterisation. Returns ``(qmodel, layers)`` (name → quantized layer, in forward order)."""
     from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
+    from roundlab.quant.streamed import calibrate_streamed
 
     check_finite_parameters(model)
     qmodel = quantize_model(copy.deepcopy(model), config.quant_config())
     set_quant_state(qmodel, weight=False, act=True)
-    with calibration_mode(qmodel), torch.no_grad():
-        qmodel(calib)
+    if config.calib_batch_size is not None:
+        calibrate_streamed(qmodel, calib, config.calib_batch_size)
+    else:
+        with calibration_mode(qmodel), torch.no_grad():
+            qmodel(calib)
     if config.reparam and config.calibration == "percentile":
         reparameterize(qmodel)
     return qmodel, dict(quant_layers(qmodel))

@@ -7,6 +7,8 @@ Typical use (the pipeline's order, ERQ_SPEC §1)::
     model = quantize_model(model, QuantConfig(wbits=4, abits=4))
     with calibration_mode(model):          # activation quantizers calibrate on the first tensor they see
         model(images)
+    # or, batch by batch (same grids; memory does not hold every image's activations):
+    # calibrate_streamed(model, images, batch_size=32)
     reparameterize(model)                  # fold channel-wise post-LN quantizers (exact in FP)
     calibrate_weights(model)               # or layer.weight_quantizer.calibrate(layer.weight) per layer
     set_quant_state(model, weight=True, act=True)
@@ -14,7 +16,8 @@ Typical use (the pipeline's order, ERQ_SPEC §1)::
 Modules: ``grid`` (the uniform grid), ``quantile`` (exact quantiles), ``config`` (QuantConfig), ``uniform``
 (percentile-MSE uniform quantizer), ``log2`` (log√2), ``dual`` (dual-uniform weights), ``modules`` (QuantLinear,
 QuantConv2d, QuantMatMul), ``attention`` (quantized attention forwards), ``surgery`` (architectures,
-quantize_model), ``state`` (on/off, calibration), ``reparam`` (§4).
+quantize_model), ``state`` (on/off, calibration), ``streamed`` and ``search_stream`` (streamed calibration),
+``reparam`` (§4).
 """
 
 import importlib
@@ -28,7 +31,7 @@ _EXPORTS = {
     "activation_quantizers": "state", "calibrate_weights": "state", "calibration_mode": "state",
     "quant_layers": "state", "quant_matmuls": "state", "set_quant_state": "state",
     "ARCHITECTURES": "surgery", "find_architecture": "surgery", "model_config": "surgery",
-    "quantize_model": "surgery",
+    "quantize_model": "surgery", "calibrate_streamed": "streamed",
 }
 __all__ = sorted(_EXPORTS)
 

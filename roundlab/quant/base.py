@@ -3,7 +3,8 @@ calibrated buffers that start empty, and calibration on the first tensor seen in
 :func:`roundlab.quant.calibration_mode`.
 
 A subclass lists its buffers in ``PARAMS`` (the first one tells whether it is calibrated) and implements
-``calibrate(x)`` and ``quantize(x, mode)``.
+``calibrate(x)`` and ``quantize(x, mode)``; an activation quantizer also ``search_stream(total_images)``, its search
+over batches (:mod:`roundlab.quant.search_stream`), for streamed calibration.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class Quantizer(nn.Module):
 
     def quantize(self, x: torch.Tensor, mode: str = "round") -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def search_stream(self, total_images: int):
+        """A :class:`~roundlab.quant.search_stream.SearchStream`: this quantizer's calibration search over an input
+        that arrives in batches of images (streamed calibration). A kind that supports it overrides this."""
+        raise RoundlabError(f"{self.describe()} ({type(self).__name__}) cannot be calibrated streamed; "
+                            "calibrate without a calibration batch size")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating and not self._seen:

@@ -18,6 +18,7 @@ from roundlab.errors import check
 from roundlab.quant.base import Quantizer
 from roundlab.quant.grid import check_bits
 from roundlab.quant.quantile import OrderStatistics
+from roundlab.quant.search_stream import SearchStream, pick_best
 from roundlab.quant.uniform import check_finite, work_dtype
 
 
@@ -36,20 +37,60 @@ def log2_fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Te
     return torch.where(keep, out, torch.zeros_like(out))
 
 
+def log2_diff(v: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+    """``log2_fake_quant(v, scale, bits) - v``: the same operations in the same order, in place on one buffer (the
+    search's hot loop; bit-identical)."""
+    n = 2 ** bits
+    e = (v / scale).log2_().mul_(-2).round_()
+    keep = e < n
+    out = e.clamp_(0, n - 1).neg_().div_(2).exp2_().mul_(scale)
+    return out.masked_fill_(~keep, 0).sub_(v)
+
+
+def log2_candidates(stats: OrderStatistics, percentiles) -> list[tuple[torch.Tensor]]:
+    """The candidate scales, one per percentile: the quantile, or (for a quantile of 0) the maximum, or 1."""
+    top = stats.quantile(1.0)[0]
+    cands = []
+    for p in percentiles:
+        s = stats.quantile(p)[0]
+        cands.append((torch.where(s > 0, s, torch.where(top > 0, top, torch.ones_like(top))),))
+    return cands
+
+
 def search_log2(values: torch.Tensor, bits: int, percentiles, rank: str = "float64") -> torch.Tensor:
-    """The MSE-best scale among the ``percentiles`` quantiles of all of ``values`` (0-d tensor)."""
+    """The MSE-best scale among the ``percentiles`` quantiles of all of ``values`` (0-d tensor; strict <, the
+    earliest candidate wins ties)."""
     with torch.no_grad():
         v = values.detach().reshape(1, -1).to(work_dtype(values.dtype))
         stats = OrderStatistics(v, percentiles, rank)
-        top = stats.quantile(1.0)[0]
-        best_err = best_s = None
-        for p in percentiles:
-            s = stats.quantile(p)[0]
-            s = torch.where(s > 0, s, torch.where(top > 0, top, torch.ones_like(top)))
-            err = (log2_fake_quant(v, s, bits) - v).pow(2).mean()
-            if best_err is None or err < best_err:
-                best_err, best_s = err, s
-    return best_s
+        cands = log2_candidates(stats, percentiles)
+        errors = [log2_diff(v, s, bits).pow_(2).mean() for (s,) in cands]
+    return pick_best(errors, cands)[0]
+
+
+class Log2Search(SearchStream):
+    """:func:`search_log2` streamed (:mod:`roundlab.quant.search_stream`)."""
+
+    def __init__(self, quantizer: "Log2Quantizer", total_images: int) -> None:
+        super().__init__(quantizer, total_images, quantizer.percentiles)
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(1, -1).to(work_dtype(x.dtype))
+
+    def candidates(self, stats: OrderStatistics) -> list[tuple[torch.Tensor, ...]]:
+        return log2_candidates(stats, self.quantizer.percentiles)
+
+    def diff(self, v: torch.Tensor, cand: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return log2_diff(v, cand[0], self.quantizer.bits)
+
+    def mean(self, sq: torch.Tensor) -> torch.Tensor:
+        return sq.mean()
+
+    def total(self, sq: torch.Tensor) -> torch.Tensor:
+        return sq.sum()
+
+    def apply(self, best: tuple[torch.Tensor, ...]) -> None:
+        self.quantizer.scale = best[0]
 
 
 class Log2Quantizer(Quantizer):
@@ -66,6 +107,10 @@ class Log2Quantizer(Quantizer):
         check_finite(x, self.describe())
         self.scale = search_log2(x, self.bits, self.percentiles, self.quantile_rank)
         return self
+
+    def search_stream(self, total_images: int) -> Log2Search:
+        """The log√2 scale search over an input that arrives in batches (streamed calibration)."""
+        return Log2Search(self, total_images)
 
     def levels(self) -> torch.Tensor:
         """The non-zero representable values (float64, descending)."""

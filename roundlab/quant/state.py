@@ -3,7 +3,8 @@
 * :func:`quant_layers` — every QuantLinear / QuantConv2d, in forward order, with its module path.
 * :func:`set_quant_state` — weight and activation quantizers on/off (activation = layer inputs and both matmuls).
 * :func:`calibration_mode` — a context manager in which every activation quantizer calibrates itself from the first
-  tensor it receives (ERQ_SPEC §1 step 4); the previous on/off state is always restored on exit.
+  tensor it receives (ERQ_SPEC §1 step 4); the previous on/off state is always restored on exit
+  (:func:`calibration_state`; :mod:`roundlab.quant.streamed` calibrates the same way batch by batch).
 * :func:`calibrate_weights` — calibrate every weight quantizer on the layer's current weight (§1 step 8).
 """
 
@@ -77,6 +78,26 @@ def calibrate_weights(model: nn.Module, only_uncalibrated: bool = False) -> nn.M
 
 
 @contextmanager
+def calibration_state(model: nn.Module, weight: bool | None = None) -> Iterator[nn.Module]:
+    """The on/off state of a calibration pass: activation quantizers on; weights quantized (``weight``; uncalibrated
+    weight quantizers are calibrated on the current weights first) or FP. None takes
+    ``QuantConfig.calibrate_act_with_quantized_weights``. The previous state is restored on exit, even on error."""
+    _require_quantized(model)
+    if weight is None:
+        weight = getattr(model, CONFIG_ATTR).calibrate_act_with_quantized_weights
+    saved = _save_state(model)
+    try:
+        if weight:
+            calibrate_weights(model, only_uncalibrated=True)
+        set_quant_state(model, weight=weight, act=True)
+        yield model
+    finally:
+        for m, flags in saved:
+            for k, v in flags.items():
+                setattr(m, k, v)
+
+
+@contextmanager
 def calibration_mode(model: nn.Module, weight: bool | None = None) -> Iterator[nn.Module]:
     """Within the block, activation quantizers are on and each calibrates itself from the first tensor it receives
     (then quantizes it, so downstream quantizers see quantized upstream activations).
@@ -84,22 +105,14 @@ def calibration_mode(model: nn.Module, weight: bool | None = None) -> Iterator[n
     ``weight``: also quantize weights during the pass (RepQ-ViT; uncalibrated weight quantizers are calibrated on the
     current weights first) or keep them FP (release). None takes ``QuantConfig.calibrate_act_with_quantized_weights``.
     On exit calibration mode ends and the previous on/off state of every layer is restored, even on error.
+    :func:`roundlab.quant.streamed.calibrate_streamed` gives the same result batch by batch.
     """
-    _require_quantized(model)
-    if weight is None:
-        weight = getattr(model, CONFIG_ATTR).calibrate_act_with_quantized_weights
-    saved = _save_state(model)
-    quantizers = activation_quantizers(model)
-    try:
-        if weight:
-            calibrate_weights(model, only_uncalibrated=True)
-        set_quant_state(model, weight=weight, act=True)
-        for q in quantizers:
-            q.start_calibration()
-        yield model
-    finally:
-        for q in quantizers:
-            q.stop_calibration()
-        for m, flags in saved:
-            for k, v in flags.items():
-                setattr(m, k, v)
+    quantizers = activation_quantizers(model) if getattr(model, CONFIG_ATTR, None) is not None else []
+    with calibration_state(model, weight):
+        try:
+            for q in quantizers:
+                q.start_calibration()
+            yield model
+        finally:
+            for q in quantizers:
+                q.stop_calibration()

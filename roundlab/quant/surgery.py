@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from timm.layers import Mlp
-from timm.models.swin_transformer import PatchMerging, SwinTransformer, SwinTransformerBlock
+from timm.models.swin_transformer import PatchMerging, SwinTransformer, SwinTransformerBlock, SwinTransformerStage
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -54,7 +54,10 @@ class Architecture:
     """How to quantize one family of timm models.
 
     ``layers(model)``: ``{module path: kind}`` for every Linear/Conv2d of the model (validating its structure);
-    ``attentions(model)``: attention module paths; ``reparam_pairs(model, cfg)``: ``(norm path, linear path)``.
+    ``attentions(model)``: attention module paths; ``reparam_pairs(model, cfg)``: ``(norm path, linear path)``;
+    ``segments(model)`` (optional; streamed calibration runs each quantizer's passes from its own segment): the
+    forward after the stem as a chain of callables, each taking the previous one's output — the first an
+    ``nn.Module`` (its input is where the stem ends), the last returning the logits. None: the whole model is one.
     """
 
     name: str
@@ -62,6 +65,7 @@ class Architecture:
     layers: Callable[[nn.Module], dict[str, str]]
     attentions: Callable[[nn.Module], list[str]]
     reparam_pairs: Callable[[nn.Module, QuantConfig], list[tuple[str, str]]]
+    segments: Callable[[nn.Module], list[Callable]] | None = None
 
 
 def _check_type(module: nn.Module, expected: type, path: str, arch: str) -> None:
@@ -103,6 +107,18 @@ def _vit_reparam_pairs(model: VisionTransformer, cfg: QuantConfig) -> list[tuple
     for i in range(len(model.blocks)):
         pairs += [(f"blocks.{i}.norm1", f"blocks.{i}.attn.qkv"), (f"blocks.{i}.norm2", f"blocks.{i}.mlp.fc1")]
     return pairs
+
+
+def _own_forward(model: nn.Module, base: type) -> bool:
+    """Whether ``model``'s class replaces ``base``'s forward (then its segments are unknown: one segment)."""
+    return any(getattr(type(model), f) is not getattr(base, f) for f in ("forward", "forward_features"))
+
+
+def _vit_segments(model: VisionTransformer) -> list[Callable]:
+    """timm's ``forward_features`` without a mask: stem, ``blocks`` one by one, ``norm``; then ``forward_head``."""
+    if _own_forward(model, VisionTransformer):
+        return []
+    return [*model.blocks, lambda x: model.forward_head(model.norm(x))]
 
 
 # -- Swin (timm >= 0.9: NHWC, PatchMerging at the start of stages 2+) -----------------------------------------------
@@ -150,6 +166,15 @@ def _swin_reparam_pairs(model: SwinTransformer, cfg: QuantConfig) -> list[tuple[
     return pairs
 
 
+def _swin_segments(model: SwinTransformer) -> list[Callable]:
+    """Each stage's ``downsample`` and blocks one by one (timm's stage forward), then ``norm`` and ``forward_head``."""
+    if _own_forward(model, SwinTransformer) or any(type(st).forward is not SwinTransformerStage.forward
+                                                    for st in model.layers):
+        return []
+    chain = [m for stage in model.layers for m in (stage.downsample, *stage.blocks)]
+    return chain + [lambda x: model.forward_head(model.norm(x))]
+
+
 #: Supported model families by name; :func:`find_architecture` takes the first, in registration order, whose
 #: ``model_class`` the model is an instance of (VisionTransformerDistilled is a ViT).
 ARCHITECTURES: Registry[Architecture] = Registry.of_named("architecture", Architecture)
@@ -160,8 +185,10 @@ def register_architecture(arch: Architecture, *, override: bool = False) -> Arch
     return ARCHITECTURES.add(arch, override=override)
 
 
-register_architecture(Architecture("vit", VisionTransformer, _vit_layers, _vit_attentions, _vit_reparam_pairs))
-register_architecture(Architecture("swin", SwinTransformer, _swin_layers, _swin_attentions, _swin_reparam_pairs))
+register_architecture(Architecture("vit", VisionTransformer, _vit_layers, _vit_attentions, _vit_reparam_pairs,
+                                   _vit_segments))
+register_architecture(Architecture("swin", SwinTransformer, _swin_layers, _swin_attentions, _swin_reparam_pairs,
+                                   _swin_segments))
 
 
 def find_architecture(model: nn.Module) -> Architecture:

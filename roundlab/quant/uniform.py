@@ -18,6 +18,7 @@ from roundlab.errors import RoundlabError, check
 from roundlab.quant.base import Quantizer
 from roundlab.quant.grid import check_bits, fake_quant, levels
 from roundlab.quant.quantile import OrderStatistics
+from roundlab.quant.search_stream import SearchStream, pick_best
 
 GRANULARITIES = ("tensor", "channel", "row")
 
@@ -41,34 +42,66 @@ def safe_scale(hi: torch.Tensor, lo: torch.Tensor, full_range: torch.Tensor, bit
     return s
 
 
+def uniform_candidates(stats: OrderStatistics, bits: int, percentiles) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The search's candidate grids, one ``(s, z)`` (each ``[R]``) per percentile ``p``: ``hi = q_p``,
+    ``lo = q_{1-p}``, ``s = (hi - lo) / L`` (:func:`safe_scale`), ``z = rnd(-lo / s)``."""
+    full_range = stats.quantile(1.0) - stats.quantile(0.0)
+    cands = []
+    for p in percentiles:
+        hi, lo = stats.quantile(p), stats.quantile(1.0 - p)
+        s = safe_scale(hi, lo, full_range, bits)
+        cands.append((s, torch.round(-lo / s)))
+    return cands
+
+
+def uniform_diff(v: torch.Tensor, cand: tuple[torch.Tensor, torch.Tensor], bits: int) -> torch.Tensor:
+    """``fake_quant(v, s, z, bits) - v`` for the rows ``v`` on the per-row grid ``cand = (s, z)`` (of ``v``'s dtype):
+    the same operations in the same order, in place on one buffer (the searches' hot loop; bit-identical)."""
+    s, z = cand[0][:, None], cand[1][:, None]
+    q = v / s
+    return q.round_().add_(z).clamp_(0, levels(bits)).sub_(z).mul_(s).sub_(v)
+
+
 def search_uniform(rows: torch.Tensor, bits: int, percentiles,
                    rank: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
     """Percentile-MSE search (ERQ_SPEC §3.1) for every row of the 2-D ``rows``, vectorised over rows.
 
-    For each candidate ``p`` in order: ``hi = q_p``, ``lo = q_{1-p}``, ``s = (hi - lo) / L``, ``z = rnd(-lo / s)``,
-    error = mean squared fake-quantization error with round-to-nearest; a row keeps a later candidate only if its
-    error is strictly smaller (the earliest wins ties). Returns ``(scale, zero)``, each of shape ``[R]``. ``rank``:
-    the quantile rank convention (:data:`roundlab.quant.quantile.RANKS`).
+    For each candidate ``p`` in order (:func:`uniform_candidates`): error = mean squared fake-quantization error
+    with round-to-nearest; a row keeps a later candidate only if its error is strictly smaller (the earliest wins
+    ties). Returns ``(scale, zero)``, each of shape ``[R]``. ``rank``: the quantile rank convention
+    (:data:`roundlab.quant.quantile.RANKS`).
     """
     bits = check_bits(bits)
     with torch.no_grad():
         v = rows.detach().to(work_dtype(rows.dtype))
-        stats = OrderStatistics(v, [q for p in percentiles for q in (p, 1.0 - p)], rank)
-        full_range = stats.quantile(1.0) - stats.quantile(0.0)
-        best_err = best_s = best_z = None
-        for p in percentiles:
-            hi, lo = stats.quantile(p), stats.quantile(1.0 - p)
-            s = safe_scale(hi, lo, full_range, bits)
-            z = torch.round(-lo / s)
-            err = (fake_quant(v, s[:, None], z[:, None], bits) - v).pow(2).mean(dim=-1)
-            if best_err is None:
-                best_err, best_s, best_z = err, s, z
-            else:
-                better = err < best_err
-                best_err = torch.where(better, err, best_err)
-                best_s = torch.where(better, s, best_s)
-                best_z = torch.where(better, z, best_z)
-    return best_s, best_z
+        stats = OrderStatistics(v, search_ps(percentiles), rank)
+        cands = uniform_candidates(stats, bits, percentiles)
+        errors = [uniform_diff(v, cand, bits).pow_(2).mean(dim=-1) for cand in cands]
+    return pick_best(errors, cands)
+
+
+def search_ps(percentiles) -> list[float]:
+    """The quantiles a uniform search reads: every ``p`` and ``1 - p``."""
+    return [q for p in percentiles for q in (p, 1.0 - p)]
+
+
+class UniformSearch(SearchStream):
+    """:func:`search_uniform` streamed (:mod:`roundlab.quant.search_stream`), per the quantizer's granularity."""
+
+    def __init__(self, quantizer: "UniformQuantizer", total_images: int) -> None:
+        super().__init__(quantizer, total_images, search_ps(quantizer.percentiles))
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantizer._rows(x).to(work_dtype(x.dtype))
+
+    def candidates(self, stats: OrderStatistics) -> list[tuple[torch.Tensor, ...]]:
+        return uniform_candidates(stats, self.quantizer.bits, self.quantizer.percentiles)
+
+    def diff(self, v: torch.Tensor, cand: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return uniform_diff(v, cand, self.quantizer.bits)
+
+    def apply(self, best: tuple[torch.Tensor, ...]) -> None:
+        self.quantizer._set_searched(*best)
 
 
 def check_finite(x: torch.Tensor, what: str) -> None:
@@ -121,13 +154,20 @@ class UniformQuantizer(Quantizer):
         x = x.detach()
         check(x.numel() > 0, f"{self.describe()} got an empty tensor to calibrate on")
         check_finite(x, self.describe())
-        scale, zero = search_uniform(self._rows(x), self.bits, self.percentiles, self.quantile_rank)
+        return self._set_searched(*search_uniform(self._rows(x), self.bits, self.percentiles, self.quantile_rank))
+
+    def _set_searched(self, scale: torch.Tensor, zero: torch.Tensor) -> "UniformQuantizer":
+        """Keep a search's per-row ``(scale, zero)`` (each ``[R]``) in this granularity's shape."""
         if self.granularity == "tensor":
             scale, zero = scale[0], zero[0]
         elif self.granularity == "row":
             scale, zero = scale[:, None], zero[:, None]
         self.scale, self.zero = scale, zero
         return self
+
+    def search_stream(self, total_images: int) -> UniformSearch:
+        """The percentile-MSE search over an input that arrives in batches (streamed calibration)."""
+        return UniformSearch(self, total_images)
 
     # -- quantization ------------------------------------------------------------------------------------------------
     def element_grid(self) -> tuple[torch.Tensor, torch.Tensor]:
