@@ -4,8 +4,8 @@
 layer's statistics at once — its input is both the Eq. 4 reference ``X`` and the input ``X_in`` it quantizes.
 ``sequential``: a layer's statistics are gathered when its turn comes, pairing per batch the FP network's input
 (a frozen copy of the calibrated network, quantizers off) with the input of the network quantized so far.
-Memory holds statistics (Gram-sized) and at most one block of rows per layer, never the N rows — unless samples are
-asked for (``keep_samples``). Only the layers given are gathered (a resumed run skips the finished ones).
+Memory holds statistics (Gram-sized) and less than one block of rows per layer between batches (one copy: in the
+independent flow ``X_in`` is ``X``), never the N rows — unless samples are asked for (``keep_samples``). Only the layers given are gathered (a resumed run skips the finished ones).
 """
 
 from __future__ import annotations

@@ -80,25 +80,57 @@ class LayerStats:
 
 class RowBlocks:
     """Regroups one layer's incoming row batches into fixed blocks of :data:`BLOCK_ROWS` rows for ``consume(X,
-    X_in)``; ``flush()`` hands over the remainder. Holds at most one block of rows (float32, as captured)."""
+    X_in)``; ``flush()`` hands over the remainder.
+
+    Holds fewer than one block of rows between calls, copied out of the batch it came from (a view would keep the
+    whole batch alive), and one copy only when ``X_in`` is ``X`` (the independent data flow): with a block's
+    remainder per layer for every layer of a network, that is what the statistics pass holds beyond the forward.
+    """
 
     def __init__(self, consume, block_rows: int = BLOCK_ROWS):
         self.consume, self.block_rows = consume, block_rows
-        self._X: list[torch.Tensor] = []
-        self._X_in: list[torch.Tensor] = []
+        self._pieces: list[tuple[torch.Tensor, ...]] = []
         self._rows = 0
 
     def add(self, X: torch.Tensor, X_in: torch.Tensor) -> None:
-        self._X.append(X)
-        self._X_in.append(X_in)
+        self._pieces.append((X,) if X_in is X else (X, X_in))
         self._rows += X.shape[0]
         while self._rows >= self.block_rows:
-            X, X_in = torch.cat(self._X), torch.cat(self._X_in)
-            n = self.block_rows
-            self.consume(X[:n], X_in[:n])
-            self._X, self._X_in, self._rows = [X[n:]], [X_in[n:]], X.shape[0] - n
+            self._consume_block()
+        self._pieces = [tuple(_compact(t) for t in piece) for piece in self._pieces]   # less than a block
+
+    def _consume_block(self) -> None:
+        """Hand over the first ``block_rows`` rows; keep the rest (views for now)."""
+        need, head, rest = self.block_rows, [], []
+        for piece in self._pieces:
+            n = piece[0].shape[0]
+            if need >= n:
+                head.append(piece)
+                need -= n
+            elif need > 0:
+                head.append(tuple(t[:need] for t in piece))
+                rest.append(tuple(t[need:] for t in piece))
+                need = 0
+            else:
+                rest.append(piece)
+        self._pieces, self._rows = rest, self._rows - self.block_rows
+        self._hand_over(head)
+
+    def _hand_over(self, pieces: list[tuple[torch.Tensor, ...]]) -> None:
+        streams = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*pieces)]
+        self.consume(streams[0], streams[-1])
 
     def flush(self) -> None:
         if self._rows:
-            self.consume(torch.cat(self._X), torch.cat(self._X_in))
-        self._X, self._X_in, self._rows = [], [], 0
+            self._hand_over(self._pieces)
+        self._pieces, self._rows = [], 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the storages the rows held between calls keep alive."""
+        return sum(t.untyped_storage().nbytes() for piece in self._pieces for t in piece)
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """``t``, copied when it is a view of a larger storage (so that the rest of that storage can be freed)."""
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t

@@ -69,6 +69,29 @@ def test_sums_do_not_depend_on_the_batching():
         assert torch.equal(st.G, ref.G) and torch.equal(st.R, ref.R) and st.e0 == ref.e0 and st.N == 1000
 
 
+def test_a_shared_input_is_one_stream_with_the_same_sums():
+    """``X_in is X`` (the independent flow) holds one copy and gives the sums of two equal streams."""
+    X, _, W0, b0 = _data(True, N=1000)
+    two = _stats(X, X.clone(), W0, b0, batch=333, block=128)
+    one = _stats(X, X, W0, b0, batch=333, block=128)
+    assert torch.equal(one.G, two.G) and torch.equal(one.R, two.R) and one.e0 == two.e0 == 0.0
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_between_batches_less_than_a_block_is_held_not_the_batch(shared):
+    """After each batch, the rows held are fewer than a block and keep no batch's storage alive."""
+    X, Xbar, W0, b0 = _data(True, N=1000)
+    st = LayerStats()
+    blocks = RowBlocks(lambda x, xb: st.add_rows(W0, b0, x, xb), block_rows=64)
+    row_bytes = X.shape[1] * X.element_size() * (1 if shared else 2)
+    for i in range(0, 1000, 333):                                  # 333-row batches: 5 blocks each, 13 rows left
+        x = X[i:i + 333].clone()
+        blocks.add(x, x if shared else Xbar[i:i + 333].clone())
+        assert blocks.held_bytes == blocks._rows * row_bytes < 64 * row_bytes
+    blocks.flush()
+    assert blocks.held_bytes == 0 and st.N == 1000
+
+
 def test_samples_are_kept_only_when_asked():
     X, Xbar, W0, b0 = _data(True)
     assert _stats(X, Xbar, W0, b0, batch=50).samples is None
