@@ -24,8 +24,9 @@ from roundlab.quant.uniform import check_finite, work_dtype
 
 def log2_levels(scale: float | torch.Tensor, bits: int) -> torch.Tensor:
     """The non-zero representable values ``s · 2^(-k/2)``, k = 0 .. 2^b − 1 (descending), in float64."""
-    k = torch.arange(2 ** check_bits(bits), dtype=torch.float64)
-    return torch.as_tensor(scale, dtype=torch.float64) * torch.exp2(-k / 2)
+    scale = torch.as_tensor(scale, dtype=torch.float64)
+    k = torch.arange(2 ** check_bits(bits), dtype=torch.float64, device=scale.device)
+    return scale * torch.exp2(-k / 2)
 
 
 def log2_fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:

@@ -103,6 +103,18 @@ def keep_better(problem: RoundingProblem, delta: torch.Tensor, start: torch.Tens
     return delta, codes, worse.cpu()
 
 
+#: Iterations a batched local search (``rr``, ``greedy``) runs between two reads of its stop test, per device type.
+#: Reading a flag from a CUDA tensor waits for the device, so there the loops queue several iterations per read;
+#: the iterations after a stop change nothing they return (proved beside each loop), so every result is the same
+#: on any setting. The CPU reads every iteration (no wasted iterations; there a read costs nothing).
+SYNC_EVERY = {"cuda": 8}
+
+
+def sync_every(device) -> int:
+    """Iterations between two host reads of a loop's stop test on ``device`` (:data:`SYNC_EVERY`, else 1)."""
+    return SYNC_EVERY.get(torch.device(device).type, 1)
+
+
 def full_codes(problem: RoundingProblem, status: Status) -> torch.Tensor:
     return torch.full((problem.rows,), CODE[status], dtype=torch.long)
 
@@ -200,7 +212,11 @@ class Solver(ABC):
         if init is not None:
             init = problem.snap(init, "init")
         t0 = time.perf_counter()
-        sol = self.solve(problem, init)
+        work = problem
+        if problem.device.type not in self.devices:   # e.g. a CPU-only solver on a CUDA problem: one copy each way
+            work = problem.to("cpu")
+            init = None if init is None else init.to("cpu")
+        sol = self.solve(work, init)
         elapsed = time.perf_counter() - t0
         return self._result(problem, sol, elapsed)
 

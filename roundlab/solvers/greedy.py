@@ -18,7 +18,7 @@ import torch
 
 from roundlab.problem import Status
 from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_float, check_int, check_start,
-                                   seeded_start)
+                                   seeded_start, sync_every)
 from roundlab.solvers.registry import register_solver
 
 
@@ -34,8 +34,16 @@ class GreedyConfig(SolverConfig):
         check_start("start", self.start, "greedy")
 
 
-def descend(problem, delta: torch.Tensor, max_iter: int, tol: float):
-    """One-flip best-improvement descent from ``delta``; returns (delta, flips (R,), still-improving (R,))."""
+def descend(problem, delta: torch.Tensor, max_iter: int, tol: float, every: int | None = None):
+    """One-flip best-improvement descent from ``delta``; returns (delta, flips (R,), still-improving (R,)).
+
+    ``every``: flip iterations queued between two host reads (default :func:`~roundlab.solvers.base.sync_every` of
+    the device: every iteration on the CPU). It changes no returned value: an iteration in which no row improves
+    writes every row's own entries back and adds 0 to ``flips`` (``g`` and ``loss``, which are recomputed before
+    they are used again, may change the sign of a zero, which changes no comparison), so every later iteration of
+    its batch finds no improving row either; the batch's count of improving iterations is then where the loop would
+    have stopped, and the stop is handled as without batches (``tests/solvers/test_greedy.py`` checks every setting)."""
+    every = sync_every(delta.device) if every is None else every
     delta = delta.clone()
     R = problem.rows
     rows = torch.arange(R, device=delta.device)
@@ -47,26 +55,25 @@ def descend(problem, delta: torch.Tensor, max_iter: int, tol: float):
     fresh = True                                      # g was just computed from scratch
     it = 0
     while it < max_iter:
-        other = problem.flipped(delta)
-        D = other - delta
-        gain = D * g + D * D * diag                   # exact change of the loss for each single flip
-        j = gain.argmin(1)                            # (argmin + gather: min(dim) spins threads on tiny inputs)
-        best = gain.gather(1, j[:, None])[:, 0]
-        improving = best < -tol * loss.clamp_min(0)
-        if not bool(improving.any()):
-            if fresh:
-                break
-            g = 2 * problem.matvec(delta)             # re-check with an exact gradient before stopping
-            loss = (g * delta).sum(1) / 2
-            fresh = True
+        steps = min(every, max_iter - it)
+        if steps == 1:
+            improving, loss = _flip(problem, delta, g, loss, diag, rows, flips, tol)
+            moved = int(bool(improving.any()))
+        else:
+            count = torch.zeros((), dtype=torch.long, device=delta.device)   # iterations with an improving row
+            for _ in range(steps):
+                improving, loss = _flip(problem, delta, g, loss, diag, rows, flips, tol)
+                count += improving.any()
+            moved = int(count)
+        it += moved
+        if moved == steps:
+            fresh = False
             continue
-        fresh = False
-        Dj = torch.where(improving, D[rows, j], torch.zeros_like(best))
-        delta[rows, j] = torch.where(improving, other[rows, j], delta[rows, j])
-        g += 2 * Dj[:, None] * problem.columns(j)
-        loss = loss + torch.where(improving, best, torch.zeros_like(best))
-        flips += improving
-        it += 1
+        if fresh and moved == 0:                      # no row improves on an exact gradient: done
+            break
+        g = 2 * problem.matvec(delta)                 # re-check with an exact gradient before stopping
+        loss = (g * delta).sum(1) / 2
+        fresh = True
     if it >= max_iter:                                # did the last state still have an improving flip?
         g = 2 * problem.matvec(delta)
         D = problem.flipped(delta) - delta
@@ -75,6 +82,22 @@ def descend(problem, delta: torch.Tensor, max_iter: int, tol: float):
     else:
         improving = torch.zeros_like(improving)
     return delta, flips, improving
+
+
+def _flip(problem, delta, g, loss, diag, rows, flips, tol: float):
+    """Every row that has a flip lowering its loss by more than ``tol × loss`` makes its best one; in place on
+    ``delta``, ``g`` and ``flips``. Returns (improving (R,), loss)."""
+    other = problem.flipped(delta)
+    D = other - delta
+    gain = D * g + D * D * diag                       # exact change of the loss for each single flip
+    j = gain.argmin(1)                                # (argmin + gather: min(dim) spins threads on tiny inputs)
+    best = gain.gather(1, j[:, None])[:, 0]
+    improving = best < -tol * loss.clamp_min(0)
+    Dj = torch.where(improving, D[rows, j], torch.zeros_like(best))
+    delta[rows, j] = torch.where(improving, other[rows, j], delta[rows, j])
+    g += 2 * Dj[:, None] * problem.columns(j)
+    flips += improving
+    return improving, loss + torch.where(improving, best, torch.zeros_like(best))
 
 
 @register_solver("greedy")

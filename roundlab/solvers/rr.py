@@ -31,7 +31,7 @@ import torch
 
 from roundlab.problem import Status
 from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_bool, check_choice, check_int,
-                                   start_point)
+                                   start_point, sync_every)
 from roundlab.solvers.registry import register_solver
 
 
@@ -81,55 +81,80 @@ def _proposal(problem, cfg: RRConfig, delta: torch.Tensor, g: torch.Tensor):
     return J, sel.any(1), dJ, new
 
 
-def refine(problem, cfg: RRConfig, start: torch.Tensor):
+def refine(problem, cfg: RRConfig, start: torch.Tensor, every: int | None = None):
     """Run Rounding Refinement from ``start``.
 
-    Returns (delta, accepted flips (R,), still-active mask (R,), loop iterations run)."""
+    Returns (delta, accepted flips (R,), still-active mask (R,), loop iterations run).
+
+    ``every``: iterations queued between two host reads of the stop test (default
+    :func:`~roundlab.solvers.base.sync_every` of the device: every iteration on the CPU). It changes no returned value:
+    once the loop may stop (no row active; with ``loop="release"`` also every row rejected), an iteration has
+    ``accept`` all False, so ``delta`` gets its own entries written back and ``flips``, ``active`` and ``rejected``
+    keep theirs (only ``g``, not returned, may change the sign of a zero) — the stop test stays true, and the
+    iterations a batch ran past it are left out of the count (``tests/solvers/test_rr.py`` checks every setting)."""
+    every = sync_every(start.device) if every is None else every
     delta = start.clone()
     R = problem.rows
     active = torch.ones(R, dtype=torch.bool, device=delta.device)
     rejected = torch.zeros(R, dtype=torch.bool, device=delta.device)
-    loops = 0
     flips = torch.zeros(R, dtype=torch.long, device=delta.device)
     g = 2 * problem.matvec(delta)
     diag = problem.diag.expand_as(delta)
-    for _ in range(cfg.max_iter):
-        loops += 1
-        if not cfg.incremental:
-            g = 2 * problem.matvec(delta)                      # the release: recompute the gradient
-        J, has, dJ, new = _proposal(problem, cfg, delta, g)
-        D = new - dJ                                           # (R, k), 0 where nothing moves
-        changed = (D != 0).any(1)
-        if cfg.incremental:
-            if J.shape[1] == 1:
-                dL = (D * g.gather(1, J) + D * D * diag.gather(1, J)).sum(1)
-            else:
-                MJ = _gather_M(problem, J)                     # (R, k, d)
-                MJJ = MJ.gather(2, J[:, None, :].expand(-1, J.shape[1], -1))
-                dL = (D * g.gather(1, J)).sum(1) + torch.einsum("rk,rkl,rl->r", D, MJJ, D)
-            accept = active & has & changed & (dL <= 0)
-            rise = active & has & changed & (dL > 0)
-        else:
-            proposed = delta.scatter(1, J, new)
-            new_loss = problem.objective(proposed)
-            old_loss = problem.objective(delta)                # the release recomputes it too
-            accept = active & has & changed & (new_loss <= old_loss)
-            rise = active & has & changed & (new_loss > old_loss)
-        if cfg.incremental:
-            Da = torch.where(accept[:, None], D, torch.zeros_like(D))
-            if J.shape[1] == 1:
-                g += 2 * Da * problem.columns(J[:, 0])
-            else:
-                g += 2 * torch.einsum("rk,rkd->rd", Da, MJ)
-        delta.scatter_(1, J, torch.where(accept[:, None], new, dJ))
-        flips += accept
-        active = accept
-        rejected |= rise
-        # "row": nothing can change once every row has stopped. "release": the authors' block loop only stops
-        # when every row rejects (a frozen no-op row keeps it going); the extra iterations change nothing.
-        if not bool(active.any()) and (cfg.loop == "row" or bool(rejected.all())):
+    loops = 0
+    while loops < cfg.max_iter:
+        steps = min(every, cfg.max_iter - loops)
+        if steps == 1:                                         # read the stop test after this iteration
+            g, active = _iterate(problem, cfg, delta, g, diag, active, rejected, flips)
+            loops += 1
+            # "row": nothing can change once every row has stopped. "release": the authors' block loop only stops
+            # when every row rejects (a frozen no-op row keeps it going); the extra iterations change nothing.
+            if not bool(active.any()) and (cfg.loop == "row" or bool(rejected.all())):
+                break
+            continue
+        running = torch.zeros((), dtype=torch.long, device=delta.device)   # iterations not followed by a stop
+        for _ in range(steps):
+            g, active = _iterate(problem, cfg, delta, g, diag, active, rejected, flips)
+            stop = ~active.any() if cfg.loop == "row" else ~active.any() & rejected.all()
+            running += ~stop
+        n = int(running)                                       # the stop test held after iteration n + 1, if n < steps
+        loops += min(n + 1, steps)
+        if n < steps:
             break
     return delta, flips, active, loops
+
+
+def _iterate(problem, cfg: RRConfig, delta, g, diag, active, rejected, flips):
+    """One iteration for every row, in place on ``delta``, ``rejected`` and ``flips``; returns (g, active)."""
+    if not cfg.incremental:
+        g = 2 * problem.matvec(delta)                          # the release: recompute the gradient
+    J, has, dJ, new = _proposal(problem, cfg, delta, g)
+    D = new - dJ                                               # (R, k), 0 where nothing moves
+    changed = (D != 0).any(1)
+    if cfg.incremental:
+        if J.shape[1] == 1:
+            dL = (D * g.gather(1, J) + D * D * diag.gather(1, J)).sum(1)
+        else:
+            MJ = _gather_M(problem, J)                         # (R, k, d)
+            MJJ = MJ.gather(2, J[:, None, :].expand(-1, J.shape[1], -1))
+            dL = (D * g.gather(1, J)).sum(1) + torch.einsum("rk,rkl,rl->r", D, MJJ, D)
+        accept = active & has & changed & (dL <= 0)
+        rise = active & has & changed & (dL > 0)
+    else:
+        proposed = delta.scatter(1, J, new)
+        new_loss = problem.objective(proposed)
+        old_loss = problem.objective(delta)                    # the release recomputes it too
+        accept = active & has & changed & (new_loss <= old_loss)
+        rise = active & has & changed & (new_loss > old_loss)
+    if cfg.incremental:
+        Da = torch.where(accept[:, None], D, torch.zeros_like(D))
+        if J.shape[1] == 1:
+            g += 2 * Da * problem.columns(J[:, 0])
+        else:
+            g += 2 * torch.einsum("rk,rkd->rd", Da, MJ)
+    delta.scatter_(1, J, torch.where(accept[:, None], new, dJ))
+    flips += accept
+    rejected |= rise
+    return g, accept
 
 
 @register_solver("rr")

@@ -60,3 +60,35 @@ def test_beats_nearest_and_rr_on_outlier_problems():
     g = float(get_solver("greedy")(p).objective.sum())
     r = float(get_solver("rr")(p).objective.sum())
     assert g < 0.9 * near and g < r
+
+
+def _bits(t):
+    return t.contiguous().view(torch.int64)
+
+
+@pytest.mark.parametrize("kind, seed", [("outlier", 0), ("dual", 1), ("perrow", 2), ("samples", 0)])
+def test_sync_interval_changes_no_returned_value(kind, seed):
+    # The iterations a CUDA run queues past a stall change nothing: delta (bit for bit), flips and the
+    # still-improving mask are those of one read per iteration, also at an iteration limit and from a bad start.
+    from roundlab.solvers.greedy import descend
+    p = case(kind, seed)
+    for start in (p.nearest(), p.flipped(p.nearest())):
+        for max_iter, tol in [(1, 1e-12), (2, 1e-12), (7, 0.0), (100 * p.d, 1e-12), (100 * p.d, 1e-4)]:
+            ref = descend(p, start, max_iter, tol, every=1)
+            for every in (2, 3, 8, 1000):
+                got = descend(p, start, max_iter, tol, every=every)
+                assert torch.equal(_bits(got[0]), _bits(ref[0])) and torch.equal(got[1], ref[1])
+                assert torch.equal(got[2], ref[2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_sync_interval_changes_nothing():
+    from roundlab.solvers.base import sync_every
+    from roundlab.solvers.greedy import descend
+    from roundlab.testing.synthetic import vit_like_problem
+    assert sync_every("cuda") > 1
+    for p in (case("outlier", 1).to("cuda"), vit_like_problem(32, 64, seed=4).to("cuda")):
+        for start in (p.nearest(), p.flipped(p.nearest())):
+            ref, got = descend(p, start, 100 * p.d, 1e-12, every=1), descend(p, start, 100 * p.d, 1e-12)
+            assert torch.equal(_bits(got[0]), _bits(ref[0])) and torch.equal(got[1], ref[1])
+            assert torch.equal(got[2], ref[2])

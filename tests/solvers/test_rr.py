@@ -118,3 +118,38 @@ def test_release_group_loop_changes_runtime_not_results():
     grp = get_solver("rr", incremental=False, loop="release")(p)
     assert torch.equal(row.delta, grp.delta) and torch.equal(row.iterations, grp.iterations)
     assert row.info["loop_iterations"] <= 3 and grp.info["loop_iterations"] == 100
+
+
+def _bits(t):
+    return t.contiguous().view(torch.int64)
+
+
+@pytest.mark.parametrize("variant, k, incremental, loop", [("release", 1, True, "row"), ("paper", 1, True, "row"),
+                                                           ("paper", 3, True, "row"), ("release", 1, False, "release"),
+                                                           ("paper", 2, True, "release")])
+def test_sync_interval_changes_no_returned_value(variant, k, incremental, loop):
+    # The iterations a CUDA run queues past the stop test change nothing: delta (bit for bit), flips, the active
+    # mask and the loop count are those of one read per iteration.
+    from roundlab.solvers.rr import RRConfig, refine
+    problems = [flipping(0), flipping(2, perrow=True), case("clamped", 1), vit_like_problem(8, 32, seed=5,
+                                                                                            dtype=torch.float64)]
+    for p in problems:
+        for max_iter in (1, 2, 5, 100):
+            cfg = RRConfig(variant=variant, k=k, incremental=incremental, loop=loop, max_iter=max_iter)
+            ref = refine(p, cfg, p.nearest(), every=1)
+            for every in (2, 3, 8, 1000):
+                got = refine(p, cfg, p.nearest(), every=every)
+                assert torch.equal(_bits(got[0]), _bits(ref[0])) and torch.equal(got[1], ref[1])
+                assert torch.equal(got[2], ref[2]) and got[3] == ref[3]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_sync_interval_changes_nothing():
+    from roundlab.solvers.base import sync_every
+    from roundlab.solvers.rr import RRConfig, refine
+    assert sync_every("cuda") > 1
+    for p in (flipping(0).to("cuda"), vit_like_problem(8, 32, seed=5, dtype=torch.float64).to("cuda")):
+        for cfg in (RRConfig(), RRConfig(variant="paper", k=2), RRConfig(incremental=False, loop="release")):
+            ref, got = refine(p, cfg, p.nearest(), every=1), refine(p, cfg, p.nearest())
+            assert torch.equal(_bits(got[0]), _bits(ref[0])) and torch.equal(got[1], ref[1])
+            assert torch.equal(got[2], ref[2]) and got[3] == ref[3]

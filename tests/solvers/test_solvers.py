@@ -87,6 +87,37 @@ def test_row_without_choice_is_optimal_for_every_solver():
         assert res.status == (Status.OPTIMAL,) and torch.equal(res.delta, p.lo[:1])
 
 
+def test_a_problem_on_an_undeclared_device_is_solved_through_the_cpu():
+    from roundlab.solvers.nearest import Nearest
+
+    seen = []
+
+    class CudaOnly(Nearest):                         # declares no CPU: a CPU problem is solved on a CPU copy
+        devices = ("cuda",)
+
+        def solve(self, problem, init):
+            seen.append(problem)
+            return super().solve(problem, init)
+
+    p = case("outlier", 0)
+    res = CudaOnly()(p)
+    assert seen[0] is not p and seen[0].device.type == "cpu"
+    assert torch.equal(res.delta, get_solver("nearest")(p).delta)
+    assert solver_class("bnb").devices == ("cpu",) and solver_class("miqp").devices == ("cpu",)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ["bnb", "miqp"])
+def test_cpu_solvers_take_a_cuda_problem_through_the_cpu(name):
+    if name == "miqp" and FAST["miqp"]["backend"] not in available_backends():
+        pytest.skip("no MIQP backend installed")
+    p = case("outlier", 0)
+    cpu = _solver(name)(p)
+    gpu = _solver(name)(p.to("cuda"))
+    assert gpu.delta.device.type == "cuda" and torch.equal(gpu.delta.cpu(), cpu.delta)
+    assert gpu.status == cpu.status
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("name", ["nearest", "rr", "greedy", "tabu", "gptq", "adaround"])
 def test_cuda_matches_cpu(name):
