@@ -166,7 +166,11 @@ class UniformQuantizer(Quantizer):
         return self
 
     def search_stream(self, total_images: int) -> UniformSearch:
-        """The percentile-MSE search over an input that arrives in batches (streamed calibration)."""
+        """The percentile-MSE search over an input that arrives in batches (streamed calibration). Not for the
+        ``"row"`` granularity: its rows index the first dimension, which for an activation is the batch."""
+        if self.granularity == "row":
+            raise RoundlabError(f"{self.describe()} is row-granular (a grid per first-dimension index, i.e. per "
+                                "image of an activation) and cannot be calibrated streamed")
         return UniformSearch(self, total_images)
 
     # -- quantization ------------------------------------------------------------------------------------------------

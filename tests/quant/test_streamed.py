@@ -224,6 +224,8 @@ def test_nan_activations_and_unstreamable_quantizers_are_clear_errors(images):
     assert not any(a.calibrating for a in activation_quantizers(q))
     with pytest.raises(RoundlabError, match="cannot be calibrated streamed"):
         DualUniformQuantizer(4, ACT_PERCENTILES, name="blocks.0.attn.qkv").search_stream(8)
+    with pytest.raises(RoundlabError, match="row-granular .* cannot be calibrated streamed"):
+        UniformQuantizer(4, ACT_PERCENTILES, "row", name="blocks.0.attn.qkv").search_stream(8)
     with pytest.raises(RoundlabError, match="quantize_model first"):
         calibrate_streamed(build("vit"), images, 4)
 
