@@ -88,6 +88,16 @@ def test_an_os_error_is_one_line(tmp_path, capsys, monkeypatch):
     assert err == f"roundlab: error: No space left on device ({tmp_path / 'x'})"
 
 
+def _terminal_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's shell gives a foreground command (default action, not
+    blocked), whatever a library loaded by an earlier test left in this process (an ignored or blocked SIGINT is
+    inherited through exec, and the command would then rightly not see the Ctrl-C)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
     """SIGINT to the whole process group (what a terminal's Ctrl-C does) while worker processes solve."""
     import os
@@ -101,7 +111,8 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
                              "--solver", "faulty",
                              "--solver-opt", "inner=greedy", "--solver-opt", "delay=0.5", "--executor", "process",
                              "--workers", "2", "--chunk-rows", "8", "--eval-images", "100", "--run-dir", str(run),
-                             "--quiet"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             "--quiet"], stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_terminal_sigint)
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline and not (run / "subproblems.sqlite").exists():
         time.sleep(0.1)
