@@ -14,12 +14,17 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from roundlab.errors import RoundlabError
+from roundlab.errors import RoundlabError, check
 from roundlab.quant.grid import check_bits
 
 _HINTS = {"activation": "run a forward pass inside roundlab.quant.calibration_mode(model) first",
           "weight": "call .calibrate(layer.weight) (or roundlab.quant.calibrate_weights(model)) first"}
 
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise one clear error if ``x`` holds NaN or Inf (``what`` names the quantizer)."""
+    check(bool(torch.isfinite(x).all()), f"{what} saw NaN/Inf during calibration")
 
 class Quantizer(nn.Module):
     """Base of the uniform, log√2 and dual-uniform quantizers (see the module docstring)."""

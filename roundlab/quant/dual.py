@@ -19,10 +19,10 @@ import math
 import torch
 
 from roundlab.errors import RoundlabError, check
-from roundlab.quant.base import Quantizer
+from roundlab.quant.base import Quantizer, check_finite
 from roundlab.quant.grid import fake_quant
 from roundlab.quant.quantile import masked_row_quantile
-from roundlab.quant.uniform import check_finite, search_uniform, work_dtype
+from roundlab.quant.uniform import search_uniform, work_dtype
 
 
 def outlier_counts(W: torch.Tensor, tail: float = 0.01, rank: str = "float64") -> torch.Tensor:

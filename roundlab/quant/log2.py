@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 
 from roundlab.errors import check
-from roundlab.quant.base import Quantizer
+from roundlab.quant.base import Quantizer, check_finite
 from roundlab.quant.grid import check_bits
 from roundlab.quant.quantile import OrderStatistics
 from roundlab.quant.search_stream import SearchStream, pick_best
-from roundlab.quant.uniform import check_finite, work_dtype
+from roundlab.quant.uniform import work_dtype
 
 
 def log2_levels(scale: float | torch.Tensor, bits: int) -> torch.Tensor:

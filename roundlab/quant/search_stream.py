@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from roundlab.errors import RoundlabError, check
+from roundlab.quant.base import check_finite
 from roundlab.quant.quantile import OrderStatistics, TailStatistics
 
 F64 = torch.float64
@@ -80,7 +81,7 @@ class SearchStream:
         what = self.quantizer.describe()
         check(x.numel() > 0, f"{what} got an empty tensor to calibrate on")
         if pass_ == 0:
-            check(bool(torch.isfinite(x).all()), f"{what} saw NaN/Inf during calibration")
+            check_finite(x, what)
             self.tails.add(self.rows(x), images)
             self.batches += 1
             return

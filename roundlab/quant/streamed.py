@@ -74,21 +74,14 @@ def _segments(model: nn.Module) -> list:
 
     def stem(images):
         box = []
-
-        def keep(module, args):
-            box.append(args[0])
-            raise _Reached
-
-        handle = first.register_forward_pre_hook(keep)
-        try:
-            model(images)
-        except _Reached:
-            if box:
-                return box[0]
-            raise
-        finally:
-            handle.remove()
-        raise RoundlabError(f"architecture {arch.name}: the forward pass never reached its first segment")
+        with _pre_hooks([first], lambda module, x: box.append(x)):
+            try:
+                model(images)
+            except _Reached:
+                if not box:         # a quantizer inside the stem was reached first: the caller's target
+                    raise
+        check(bool(box), f"architecture {arch.name}: the forward pass never reached its first segment")
+        return box[0]
 
     return [stem] + list(chain)
 

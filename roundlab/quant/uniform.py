@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from roundlab.errors import RoundlabError, check
-from roundlab.quant.base import Quantizer
+from roundlab.quant.base import Quantizer, check_finite
 from roundlab.quant.grid import check_bits, fake_quant, levels
 from roundlab.quant.quantile import OrderStatistics
 from roundlab.quant.search_stream import SearchStream, pick_best
@@ -102,11 +102,6 @@ class UniformSearch(SearchStream):
 
     def apply(self, best: tuple[torch.Tensor, ...]) -> None:
         self.quantizer._set_searched(*best)
-
-
-def check_finite(x: torch.Tensor, what: str) -> None:
-    """Raise one clear error if ``x`` holds NaN or Inf (``what`` names the quantizer)."""
-    check(bool(torch.isfinite(x).all()), f"{what} saw NaN/Inf during calibration")
 
 
 class UniformQuantizer(Quantizer):

@@ -106,21 +106,26 @@ def refine(problem, cfg: RRConfig, start: torch.Tensor, every: int | None = None
         if steps == 1:                                         # read the stop test after this iteration
             g, active = _iterate(problem, cfg, delta, g, diag, active, rejected, flips)
             loops += 1
-            # "row": nothing can change once every row has stopped. "release": the authors' block loop only stops
-            # when every row rejects (a frozen no-op row keeps it going); the extra iterations change nothing.
-            if not bool(active.any()) and (cfg.loop == "row" or bool(rejected.all())):
+            if bool(_stopped(cfg, active, rejected)):
                 break
             continue
         running = torch.zeros((), dtype=torch.long, device=delta.device)   # iterations not followed by a stop
         for _ in range(steps):
             g, active = _iterate(problem, cfg, delta, g, diag, active, rejected, flips)
-            stop = ~active.any() if cfg.loop == "row" else ~active.any() & rejected.all()
-            running += ~stop
+            running += ~_stopped(cfg, active, rejected)
         n = int(running)                                       # the stop test held after iteration n + 1, if n < steps
         loops += min(n + 1, steps)
         if n < steps:
             break
     return delta, flips, active, loops
+
+
+def _stopped(cfg: RRConfig, active: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """The loop's stop test (0-d bool, on the rows' device). "row": nothing can change once every row has stopped.
+    "release": the authors' block loop only stops when every row rejects (a frozen no-op row keeps it going); the
+    extra iterations change nothing."""
+    stop = ~active.any()
+    return stop if cfg.loop == "row" else stop & rejected.all()
 
 
 def _iterate(problem, cfg: RRConfig, delta, g, diag, active, rejected, flips):
