@@ -103,14 +103,15 @@ def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig, 
         return RowOutcome(np.zeros(qp.k), False, forms.root_bound - float(forms.slack[0]), 0)
     st = kernel.new_state(len(forms.names), qp.k, forms.root_bound)
     st["ub"][0] = qp.f0
+    Rt = kernel.columns(forms.R)
     t0 = time.perf_counter()
     while True:
         step = cfg.check_every
         if budget.nodes is not None:
             step = min(step, budget.nodes - int(st["pos"][kernel.NODES]))
-        closed = kernel.search(forms.R, forms.ctr, forms.rc, forms.const, forms.slack, cfg.gap_tol,
+        closed = kernel.search(Rt, forms.ctr, forms.const, forms.slack, cfg.gap_tol,
                                st["x"], st["best"], st["state"], st["first"], st["lb2"], st["nodelb"], st["terms"],
-                               st["partial"], st["pos"], st["ub"], step)
+                               st["partial"], st["E"], st["pos"], st["ub"], step)
         nodes = int(st["pos"][kernel.NODES])
         if closed or (budget.nodes is not None and nodes >= budget.nodes) or \
                 (budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds):

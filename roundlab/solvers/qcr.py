@@ -48,7 +48,6 @@ class Forms:
 
     R: np.ndarray          # (K, k, k) upper triangular
     ctr: np.ndarray        # (K, k)
-    rc: np.ndarray         # (K, k): rc[f, l] = Σ_{j>l} R[f, l, j] ctr[f, j]
     const: np.ndarray      # (K,)
     slack: np.ndarray      # (K,) round-off allowance, subtracted from every bound of that form
     names: list[str]
@@ -163,8 +162,4 @@ def build_forms(qp: RowQP, multipliers: dict[str, tuple], order: np.ndarray, *, 
         names.append(name)
     if not Rs:
         raise ValueError("no convex form of this row could be built")
-    Rm = np.stack(Rs)
-    ctr = np.stack(ctrs)
-    upper = np.triu(Rm, 1)
-    rc = np.einsum("fij,fj->fi", upper, ctr)
-    return Forms(Rm, ctr, rc, np.asarray(consts), np.asarray(slacks), names)
+    return Forms(np.stack(Rs), np.stack(ctrs), np.asarray(consts), np.asarray(slacks), names)

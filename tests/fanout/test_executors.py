@@ -117,3 +117,20 @@ def _fault(arg):
 
 def test_outcome_ok_flag():
     assert Outcome(0, "ok").ok and not Outcome(0, "timeout").ok
+
+
+def _thread_env(_):
+    from roundlab.fanout.process_executor import THREAD_ENV
+
+    return {name: os.environ.get(name) for name in THREAD_ENV}
+
+
+def test_process_workers_start_their_native_libraries_with_the_executor_s_thread_count(process_executor):
+    """Not one OpenBLAS thread per core in every worker (oversubscribed, and last bits that vary with the
+    machine); the parent's own environment is left as it was."""
+    from roundlab.fanout.process_executor import THREAD_ENV
+
+    before = {name: os.environ.get(name) for name in THREAD_ENV}
+    (out,) = process_executor.run(_thread_env, [0])
+    assert out.ok and out.value == {name: "1" for name in THREAD_ENV}
+    assert {name: os.environ.get(name) for name in THREAD_ENV} == before
