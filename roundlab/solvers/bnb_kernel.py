@@ -28,16 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:  # optional: the same source runs as Python without it
-    from numba import njit
-    COMPILED = True
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    COMPILED = False
-
-    def njit(*args, **kwargs):
-        if args and callable(args[0]):
-            return args[0]
-        return lambda f: f
+from roundlab.solvers.compiled import COMPILED, njit  # noqa: F401  (COMPILED: re-exported for callers)
 
 # positions of the scalar state in the int64 ``pos`` array
 LEVEL, NODES, DONE = 0, 1, 2

@@ -43,6 +43,7 @@ import torch
 from roundlab.errors import RoundlabError
 from roundlab.validate import check_known
 from roundlab.problem import F64, RoundingProblem
+from roundlab.solvers import mixing_kernel
 
 METHODS = ("auto", "eig", "jacobi", "mixing", "sdp", "zero")
 
@@ -187,6 +188,34 @@ class _Shor:
     scale: torch.Tensor
 
 
+#: A row's sweeps stop once one changes its SDP objective by at most this, relative.
+MIXING_RTOL = 1e-9
+
+
+def _sweep_rows_torch(C: torch.Tensor, V: torch.Tensor, sweeps: int) -> None:
+    """``mixing_kernel.sweep_rows`` batched in torch (any device; the path without numba): the same updates, each
+    row frozen once its own objective settles (how long a row runs does not depend on the rows beside it)."""
+    n = C.shape[-1]
+    CV = torch.bmm(C, V)
+    diag = torch.diagonal(C, dim1=1, dim2=2)
+    active = torch.ones(C.shape[0], dtype=torch.bool, device=C.device)
+    prev = None
+    for _ in range(sweeps):
+        for i in range(n):
+            gi = CV[:, i, :] - diag[:, i, None] * V[:, i, :]
+            nrm = gi.norm(dim=1, keepdim=True)
+            new = torch.where((nrm > 0) & active[:, None], -gi / nrm.clamp_min(1e-300), V[:, i, :])
+            dv = new - V[:, i, :]
+            V[:, i, :] = new
+            CV += C[:, :, i, None] * dv[:, None, :]
+        primal = (CV * V).sum((1, 2))
+        if prev is not None:
+            active &= (prev - primal).abs() > MIXING_RTOL * primal.abs().clamp_min(1e-12)
+            if not bool(active.any()):
+                break
+        prev = primal
+
+
 def _mixing_dual(rows: _Rows, sweeps: int, seed: int) -> _Shor:
     """Shor's SDP by the mixing method (see the module docstring); returns the dual estimate ``y_i = (CY)_ii``."""
     import math
@@ -209,21 +238,12 @@ def _mixing_dual(rows: _Rows, sweeps: int, seed: int) -> _Shor:
     g = torch.Generator().manual_seed(seed)
     V = torch.randn(R, n, k, generator=g, dtype=F64).to(p.device)
     V = V / V.norm(dim=2, keepdim=True)
-    CV = torch.bmm(C, V)
-    diag = torch.diagonal(C, dim1=1, dim2=2)
-    prev = None
-    for _ in range(sweeps):
-        for i in range(n):
-            gi = CV[:, i, :] - diag[:, i, None] * V[:, i, :]
-            nrm = gi.norm(dim=1, keepdim=True)
-            new = torch.where(nrm > 0, -gi / nrm.clamp_min(1e-300), V[:, i, :])
-            dv = new - V[:, i, :]
-            V[:, i, :] = new
-            CV += C[:, :, i, None] * dv[:, None, :]
-        primal = (CV * V).sum((1, 2))
-        if prev is not None and bool(((prev - primal).abs() <= 1e-9 * primal.abs().clamp_min(1e-12)).all()):
-            break
-        prev = primal
+    if p.device.type == "cpu" and mixing_kernel.COMPILED:
+        Vn = V.numpy()
+        mixing_kernel.sweep_rows(C.numpy(), Vn, sweeps, MIXING_RTOL)
+        V = torch.from_numpy(Vn)
+    else:
+        _sweep_rows_torch(C, V, sweeps)
     CV = torch.bmm(C, V)
     y = (CV * V).sum(2)
     return _Shor(C, y, K, scale)

@@ -41,3 +41,25 @@ def test_a_bound_that_meets_the_incumbent_proves_optimality():
 def test_unknown_method_is_one_clear_error():
     with pytest.raises(RoundlabError, match="unknown bound method 'dual'"):
         lower_bound(case("outlier", 0), "dual")
+
+
+@pytest.mark.parametrize("d", [8, 40])
+def test_the_compiled_mixing_sweeps_equal_the_torch_loop(d, monkeypatch):
+    """Same updates, same per-row stopping: the numba kernel and the batched torch loop agree to round-off, and a
+    row's multipliers do not depend on how long the rows after it take to settle (up to the round-off of the
+    batched set-up, which can move a row's stop by a sweep)."""
+    from roundlab.solvers import bound, mixing_kernel
+    from roundlab.testing.synthetic import vit_like_problem
+
+    if not mixing_kernel.COMPILED:
+        pytest.skip("numba not installed: only the torch loop exists")
+    p = vit_like_problem(3, d, seed=5)
+    compiled = bound.shor_multipliers(p, 150)
+    alone = bound.shor_multipliers(p.subproblem(slice(0, 1)), 150)
+    monkeypatch.setattr(mixing_kernel, "COMPILED", False)
+    looped = bound.shor_multipliers(p, 150)
+    looped_alone = bound.shor_multipliers(p.subproblem(slice(0, 1)), 150)
+    scale = compiled.abs().max()
+    assert (compiled - looped).abs().max() <= 1e-6 * scale
+    assert (compiled[0] - alone[0]).abs().max() <= 1e-6 * scale
+    assert (looped[0] - looped_alone[0]).abs().max() <= 1e-6 * scale
