@@ -7,10 +7,10 @@ computed batched by the mixing method of ``bound.py``, for the whole row and re-
 in the search), and a depth-first Schnorr–Euchner enumeration
 (``bnb_kernel.py``, compiled by numba where installed) fixes one element at a time — the best-determined first
 (V-BLAST order) — pruning a node when the largest of its forms' partial-sum bounds reaches the incumbent. Shor's multipliers cost
-far more than a narrow row's whole search (three mixing-method fits of 300 sweeps: seconds per chunk of rows at
-d = 32, against ~1 ms of search), so every row is first *probed* with the plain form alone (``probe_nodes``,
-default 50,000 nodes ≈ 3 ms): rows it closes are done, and only the rows still open get Shor's forms (fitted to
-those rows only) and the full search, around the probe's incumbent, within what their budget has left.
+more than a narrow row's whole search (three mixing-method fits of 300 sweeps, against ~1 ms of search at d = 32),
+so every row is first *probed* with the plain form alone (``probe_nodes``, default 50,000 nodes, a few ms): rows it
+closes are done, and only the rows still open get Shor's forms (fitted to those rows only) and the full search,
+around the probe's incumbent, within what their budget has left.
 
 Claims, per row: ``optimal`` only when the search closed (then ``bound = incumbent·(1 − gap_tol)`` minus the forms'
 round-off allowance); ``time_limit`` when ``time_limit`` seconds or ``node_limit`` nodes ran out, with the smallest
@@ -32,6 +32,7 @@ from roundlab.problem import F64, RoundingProblem, Status
 from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_bool, check_choice, check_float, check_int,
                                    check_start, seeded_start)
 from roundlab.solvers.bound import shor_multipliers
+from roundlab.solvers.ellipsoid import Ellipsoid, ellipsoid
 from roundlab.solvers.qcr import RowQP, build_forms, definite_multipliers, row_qp, vblast_order
 from roundlab.solvers.registry import register_solver
 
@@ -49,6 +50,10 @@ class BnbConfig(SolverConfig):
     sweeps: int = 300                 # mixing-method sweeps for Shor's multipliers
     order: str = "vblast"             # "vblast" (best-determined first) | "natural"
     refit: tuple = (0.6, 0.3)         # also fit Shor's multipliers to the subproblems left when these shares are free
+    ellipsoid: bool = True            # after the probe, the plain form also bounds what the free levels add
+                                      # (ellipsoid.py; the probe goes without: on rows it closes, building it
+                                      # costs more than it saves)
+    ellipsoid_levels: int = 64        # block sizes at which the ellipsoid's diagonal is fitted
     progress: bool = False            # a progress bar over rows
     check_every: int = 20000          # nodes between wall-clock checks
 
@@ -68,6 +73,8 @@ class BnbConfig(SolverConfig):
                 isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 for f in self.refit):
             raise RoundlabError(f"refit must be a tuple of fractions in (0, 1), got {self.refit!r}")
         check_bool("progress", self.progress)
+        check_bool("ellipsoid", self.ellipsoid)
+        check_int("ellipsoid_levels", self.ellipsoid_levels, 1, 100000)
 
 
 @dataclass(frozen=True)
@@ -94,24 +101,27 @@ class RowOutcome:
     nodes: int
 
 
-def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig, budget: Budget) -> RowOutcome:
-    """Branch and bound on one row in ``order`` within ``budget``; returns the best flips and what was proven."""
+def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig, budget: Budget,
+               with_ellipsoid: bool) -> RowOutcome:
+    """Branch and bound on one row in ``order`` within ``budget`` (the first form with its ellipsoid bound if
+    ``with_ellipsoid``); returns the best flips and what was proven."""
     from roundlab.solvers import bnb_kernel as kernel     # numba (optional) loads on first use, not on import
 
     forms = build_forms(qp, multipliers, order)
     if budget.exhausted:                                  # no search left: the forms' root bound only
         return RowOutcome(np.zeros(qp.k), False, forms.root_bound - float(forms.slack[0]), 0)
-    st = kernel.new_state(len(forms.names), qp.k, forms.root_bound)
+    st = kernel.new_state(len(forms.names), qp.k, forms.root_bound, forms.ctr[0])
     st["ub"][0] = qp.f0
     Rt = kernel.columns(forms.R)
+    ell = ellipsoid(forms.R[0], forms.ctr[0], levels=cfg.ellipsoid_levels) if with_ellipsoid else Ellipsoid.off(qp.k)
     t0 = time.perf_counter()
     while True:
         step = cfg.check_every
         if budget.nodes is not None:
             step = min(step, budget.nodes - int(st["pos"][kernel.NODES]))
-        closed = kernel.search(Rt, forms.ctr, forms.const, forms.slack, cfg.gap_tol,
+        closed = kernel.search(Rt, forms.ctr, forms.const, forms.slack, ell.G, ell.D, ell.margin, ell.on, cfg.gap_tol,
                                st["x"], st["best"], st["state"], st["first"], st["lb2"], st["nodelb"], st["terms"],
-                               st["partial"], st["E"], st["pos"], st["ub"], step)
+                               st["partial"], st["E"], st["T"], st["pos"], st["ub"], step)
         nodes = int(st["pos"][kernel.NODES])
         if closed or (budget.nodes is not None and nodes >= budget.nodes) or \
                 (budget.seconds is not None and time.perf_counter() - t0 >= budget.seconds):
@@ -263,7 +273,7 @@ class BranchAndBound(Solver):
                 continue
             t0 = time.perf_counter()
             zero = np.zeros(qp.k)
-            res = search_row(qp, {"plain": (zero, None)}, enumeration_order(qp, zero, cfg.order), cfg, probe)
+            res = search_row(qp, {"plain": (zero, None)}, enumeration_order(qp, zero, cfg.order), cfg, probe, False)
             out.record(r, qp, res, flipped[r], time.perf_counter() - t0)
             if not res.closed:
                 still.append(r)
@@ -284,5 +294,5 @@ class BranchAndBound(Solver):
                 continue
             t0 = time.perf_counter()
             left = self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
-            res = search_row(qp, multipliers[i], orders[i], cfg, left)
+            res = search_row(qp, multipliers[i], orders[i], cfg, left, cfg.ellipsoid)
             out.record(r, qp, res, flipped[i], time.perf_counter() - t0)

@@ -7,8 +7,8 @@ The row's objective is given as K equivalent *convex* forms (one per multiplier 
 exactly on the binary points (R_f upper triangular). Coordinates are fixed from ``k − 1`` down to ``0``
 (Schnorr–Euchner order: at each level the candidate with the smaller bound first). With ``x_l … x_{k−1}`` fixed,
 the terms ``l … k−1`` are known and the rest can reach 0, so ``const_f + partial_f[l]`` bounds every completion;
-the node bound is the largest of the K, minus each form's round-off ``slack_f``. A node whose bound reaches
-``ub·(1 − rtol)`` is pruned.
+the node bound is the largest of the K, minus each form's round-off ``slack_f``; the first form's adds its ellipsoid bound on what the
+free levels add (``ellipsoid.py``). A node whose bound reaches ``ub·(1 − rtol)`` is pruned.
 
 The residuals ``e_f`` are kept per level (``E[f, l, i]`` = e_f[i] with ``x_l … x_{k−1}`` fixed, i < l), so entering a
 level costs O(1) per form and fixing ``x_l`` updates the ``l`` residuals below it — ``E[f, l−1, i] = E[f, l, i] +
@@ -34,16 +34,19 @@ from roundlab.solvers.compiled import COMPILED, njit  # noqa: F401  (COMPILED: r
 LEVEL, NODES, DONE = 0, 1, 2
 
 
-def new_state(K: int, k: int, root_bound: float) -> dict:
-    """Fresh search state for a row of ``k`` free elements and ``K`` forms (see the module docstring)."""
+def new_state(K: int, k: int, root_bound: float, ctr0: np.ndarray) -> dict:
+    """Fresh search state for a row of ``k`` free elements and ``K`` forms (see the module docstring); ``ctr0``: the
+    first form's centre, where the ellipsoid's minimiser ``T`` starts."""
     pos = np.zeros(3, dtype=np.int64)
     pos[LEVEL] = k - 1
     nodelb = np.empty(k + 1)
     nodelb[k] = root_bound
+    T = np.zeros((k, k))
+    T[k - 1] = ctr0
     return {"x": np.zeros(k, dtype=np.int8), "best": np.zeros(k, dtype=np.int8),
             "state": np.zeros(k, dtype=np.int8), "first": np.zeros(k, dtype=np.int8),
             "lb2": np.empty((k, 2)), "nodelb": nodelb, "terms": np.zeros((K, k, 2)),
-            "partial": np.zeros((K, k + 1)), "E": np.zeros((K, k, k)), "pos": pos, "ub": np.zeros(1)}
+            "partial": np.zeros((K, k + 1)), "E": np.zeros((K, k, k)), "T": T, "pos": pos, "ub": np.zeros(1)}
 
 
 def columns(R: np.ndarray) -> np.ndarray:
@@ -52,13 +55,16 @@ def columns(R: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(R, (0, 2, 1)))
 
 
-# One function on purpose (70 lines): numba compiles it to one loop without calls in the node hot path.
+# One function on purpose (90 lines): numba compiles it to one loop without calls in the node hot path.
 @njit(cache=True, nogil=True)
-def search(Rt, ctr, const, slack, rtol, x, best, state, first, lb2, nodelb, terms, partial, E, pos, ub, budget):
+def search(Rt, ctr, const, slack, G, D, margin, ell, rtol, x, best, state, first, lb2, nodelb, terms, partial, E, T,
+           pos, ub, budget):
     """Continue the enumeration for at most ``budget`` nodes. Returns True when the search space is exhausted.
 
     ``Rt`` (K, k, k): each form's upper-triangular factor by columns (:func:`columns`); ``ctr`` (K, k); ``const``
-    and ``slack`` (K,). ``ub[0]`` is the incumbent value (``best`` its point); both are updated in place.
+    and ``slack`` (K,). ``G``, ``D`` (k, k), ``margin`` (k,): the first form's ellipsoid (``ellipsoid.py``), used
+    when ``ell``; ``T`` its free minimiser per level. ``ub[0]`` is the incumbent value (``best`` its point); both
+    are updated in place.
     """
     K = Rt.shape[0]
     k = x.shape[0]
@@ -81,6 +87,19 @@ def search(Rt, ctr, const, slack, rtol, x, best, state, first, lb2, nodelb, term
                 terms[f, l, 1] = a1 * a1
                 v0 = const[f] + partial[f, l + 1] + a0 * a0 - slack[f]
                 v1 = const[f] + partial[f, l + 1] + a1 * a1 - slack[f]
+                if f == 0 and ell and l > 0:         # what the free levels add at least, after x_l = 0 or 1
+                    e0 = -margin[l]
+                    e1 = -margin[l]
+                    tl = T[l, l]
+                    for i in range(l):
+                        t0 = T[l, i] + G[l, i] * (0.0 - tl)
+                        t1 = T[l, i] + G[l, i] * (1.0 - tl)
+                        e0 += D[l, i] * min(t0 * t0, (1.0 - t0) * (1.0 - t0), 1.0)
+                        e1 += D[l, i] * min(t1 * t1, (1.0 - t1) * (1.0 - t1), 1.0)
+                    if e0 > 0.0:
+                        v0 += e0
+                    if e1 > 0.0:
+                        v1 += e1
                 if v0 > b0:
                     b0 = v0
                 if v1 > b1:
@@ -123,6 +142,10 @@ def search(Rt, ctr, const, slack, rtol, x, best, state, first, lb2, nodelb, term
                 dx = v - ctr[f, l]
                 for i in range(l):
                     E[f, l - 1, i] = E[f, l, i] + Rt[f, l, i] * dx
+            if ell:                                  # and the free levels' minimiser
+                dt = v - T[l, l]
+                for i in range(l):
+                    T[l - 1, i] = T[l, i] + G[l, i] * dt
             l -= 1
             state[l] = 0
     if l == k:
