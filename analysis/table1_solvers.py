@@ -87,8 +87,9 @@ class RowSpec:
 def parse_settings(argv) -> tuple[Options, Settings]:
     def flags(p):
         p.add_argument("--time-limit", type=float, default=0.25, help="MIQP seconds per row subproblem (0.25)")
-        p.add_argument("--exact-time-limit", type=float, default=10.0,
-                       help="bnb seconds per row (10); a row not closed within it keeps its certified bound")
+        p.add_argument("--exact-time-limit", type=float, default=25.0,
+                       help="bnb seconds per row (25: the whole exact row in about 25 min on 2 cores); a row not "
+                            "closed within it keeps its certified bound")
         p.add_argument("--workers", type=int, default=2, help="worker processes of the exact and MIQP rows (2)")
         p.add_argument("--chunk-rows", type=int, default=16, help="rows per fanned-out task (16)")
         p.add_argument("--backend", default="highs", help="miqp backend: highs | cbc | scip | cvxpy-scip | gurobi")

@@ -71,7 +71,7 @@ def versus_gurobi(widths: list[int], n: int, time_limit: float) -> None:
         return
     from bench_exact import capture
 
-    problems = capture("fmnist-vit", 4, 4, "greedy")
+    problems = capture("fmnist-vit", 4, 4)
     for d in widths:
         prob = sampled_rows(problems, d, n)
         if prob is None:

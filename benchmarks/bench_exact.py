@@ -5,8 +5,8 @@ heuristic is from the proven optimum.
     python benchmarks/bench_exact.py --smoke                  # seconds: 4 segments of each width
     python benchmarks/bench_exact.py --max-rows-per-d 20 --time-limit 60 --workers 1   # a sample per width
 
-Workload: the Wqer rounding problems of one ERQ run (``--capture-solver``, default greedy; 32 calibration images),
-i.e. exactly the rows Table 1 solves. Every row is solved by ``bnb`` (warm start tabu, ``--time-limit`` seconds per
+Workload: the Wqer rounding problems as Table 1 poses them (calibration + Wqer's rounding step alone: no Aqer, no
+ridge; 32 calibration images), i.e. exactly the rows Table 1 solves. Every row is solved by ``bnb`` (warm start tabu, ``--time-limit`` seconds per
 row) through the package's fan-out (``--executor``/``--workers``, ``--chunk-rows`` rows per task) into a results
 store (``--store``), so a killed run resumes where it stopped. The heuristics (nearest, rr, gptq, greedy, tabu) are
 run on the same rows; their summed objective over the summed proven optimum is reported per width. The samples
@@ -38,12 +38,15 @@ from roundlab.solvers import bnb_kernel, get_solver  # noqa: E402
 HEURISTICS = ("nearest", "rr", "gptq", "greedy", "tabu")
 
 
-def capture(model_name: str, wbits: int, abits: int, solver: str) -> list:
-    """Every Wqer rounding problem of one ERQ run of ``model_name`` (the rows Table 1 solves)."""
+def capture(model_name: str, wbits: int, abits: int) -> list:
+    """Every Wqer rounding problem of ``model_name`` as Table 1 poses them: calibration, then Wqer's rounding step
+    alone (no Aqer, no ridge), so every segment's rows are the same whatever answered the segments before them
+    (captured under ``nearest``, the cheapest)."""
     from roundlab.pipeline.config import ERQConfig
     from roundlab.pipeline.run import erq_quantize, load_run_data
 
-    cfg = ERQConfig.for_method("erq", model=model_name, wbits=wbits, abits=abits, solver=solver)
+    cfg = ERQConfig.for_method("wqer", model=model_name, wbits=wbits, abits=abits, solver="nearest")
+    cfg = cfg.replace(ridge=False)
     model, calib, _, _ = load_run_data(cfg.replace(heldout_images=0))
     found: list = []
     erq_quantize(model, calib, cfg, on_problem=lambda layer, step, problem, result, S: found.append(problem))
@@ -99,7 +102,6 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="fmnist-vit", help="zoo model or timm name (default: fmnist-vit)")
     ap.add_argument("--wbits", type=int, default=4, help="weight bits (default 4)")
     ap.add_argument("--abits", type=int, default=4, help="activation bits (default 4)")
-    ap.add_argument("--capture-solver", default="greedy", help="solver of the ERQ run whose rows are captured")
     ap.add_argument("--time-limit", type=float, default=60.0, help="bnb seconds per row (default 60)")
     ap.add_argument("--executor", default="process", help="fan-out executor: serial | process | ray")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
 
     t = time.perf_counter()
-    problems = sample(capture(args.model, args.wbits, args.abits, args.capture_solver), args.max_rows_per_d)
+    problems = sample(capture(args.model, args.wbits, args.abits), args.max_rows_per_d)
     rows = sum(p.rows for p in problems)
     print(f"captured {rows} rows in {len(problems)} segments of {args.model} W{args.wbits}A{args.abits} "
           f"in {time.perf_counter() - t:.1f} s; bnb kernel compiled: {bnb_kernel.COMPILED}", flush=True)
