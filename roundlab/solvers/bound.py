@@ -43,7 +43,6 @@ import torch
 from roundlab.errors import RoundlabError
 from roundlab.validate import check_known
 from roundlab.problem import F64, RoundingProblem
-from roundlab.solvers import mixing_kernel
 
 METHODS = ("auto", "eig", "jacobi", "mixing", "sdp", "zero")
 
@@ -238,6 +237,8 @@ def _mixing_dual(rows: _Rows, sweeps: int, seed: int) -> _Shor:
     g = torch.Generator().manual_seed(seed)
     V = torch.randn(R, n, k, generator=g, dtype=F64).to(p.device)
     V = V / V.norm(dim=2, keepdim=True)
+    from roundlab.solvers import mixing_kernel            # numba (optional) loads on first use, not on import
+
     if p.device.type == "cpu" and mixing_kernel.COMPILED:
         Vn = V.numpy()
         mixing_kernel.sweep_rows(C.numpy(), Vn, sweeps, MIXING_RTOL)
