@@ -14,8 +14,9 @@ around the probe's incumbent, within what their budget has left.
 
 Claims, per row: ``optimal`` only when the search closed (then ``bound = incumbent·(1 − gap_tol)`` minus the forms'
 round-off allowance); ``time_limit`` when ``time_limit`` seconds or ``node_limit`` nodes ran out, with the smallest
-bound over the still-open nodes (never below Shor's bound of the row). Never worse than the warm start.
-``iterations`` = nodes.
+bound over the still-open nodes (never below Shor's bound of the row), raised where it can be by Shor's SDP with
+the pair cuts (``triangle.py``: ``triangle_steps`` Lagrangian steps after the search, counted in the row's time).
+Never worse than the warm start. ``iterations`` = nodes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from roundlab.solvers.bound import shor_multipliers
 from roundlab.solvers.ellipsoid import Ellipsoid, ellipsoid
 from roundlab.solvers.qcr import RowQP, build_forms, definite_multipliers, row_qp, vblast_order
 from roundlab.solvers.registry import register_solver
+from roundlab.solvers.triangle import triangle_bound
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class BnbConfig(SolverConfig):
                                       # (ellipsoid.py; the probe goes without: on rows it closes, building it
                                       # costs more than it saves)
     ellipsoid_levels: int = 64        # block sizes at which the ellipsoid's diagonal is fitted
+    triangle_steps: int = 100         # rows left open (with ≥ shor_min_free free elements): this many Lagrangian
+                                      # steps on the pair cuts to tighten their certified bound (triangle.py; 0: off)
     progress: bool = False            # a progress bar over rows
     check_every: int = 20000          # nodes between wall-clock checks
 
@@ -75,6 +79,7 @@ class BnbConfig(SolverConfig):
         check_bool("progress", self.progress)
         check_bool("ellipsoid", self.ellipsoid)
         check_int("ellipsoid_levels", self.ellipsoid_levels, 1, 100000)
+        check_int("triangle_steps", self.triangle_steps, 0, 1000000)
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,12 @@ def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig, 
     else:
         bound = max(kernel.open_bound(st), forms.root_bound) - slack
     return RowOutcome(x, bool(closed), bound, nodes)
+
+
+def tighten(qp: RowQP, res: RowOutcome, steps: int) -> RowOutcome:
+    """An open row's bound raised by Shor's SDP with the pair cuts (``triangle.py``), fitted towards its incumbent."""
+    tb = triangle_bound(qp, float(min(qp.value(res.x)[0], qp.f0)), steps=steps)
+    return RowOutcome(res.x, res.closed, max(res.bound, tb.bound), res.nodes)
 
 
 def enumeration_order(qp: RowQP, u: np.ndarray, how: str) -> np.ndarray:
@@ -295,4 +306,6 @@ class BranchAndBound(Solver):
             t0 = time.perf_counter()
             left = self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
             res = search_row(qp, multipliers[i], orders[i], cfg, left, cfg.ellipsoid)
+            if not res.closed and cfg.triangle_steps and qp.k >= cfg.shor_min_free:
+                res = tighten(qp, res, cfg.triangle_steps)
             out.record(r, qp, res, flipped[i], time.perf_counter() - t0)
