@@ -218,24 +218,31 @@ def _sweep_rows_torch(C: torch.Tensor, V: torch.Tensor, sweeps: int) -> None:
         prev = primal
 
 
+def pm1_form(Q: torch.Tensor, c: torch.Tensor, f0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shor's ±1 form of rows ``L(x) = f⁰ + cᵀx + xᵀQx`` ((R, k, k), (R, k), (R,)): ``(C, K, scale)`` with
+    ``L(x)/scale = K + zᵀCz`` for ``z = (1, 2x − 1)``, ``C`` (R, k+1, k+1); ``scale = f⁰`` (1 where f⁰ ≤ 0)."""
+    R, k = c.shape
+    scale = torch.where(f0 > 0, f0, torch.ones_like(f0))
+    Q = Q / scale[:, None, None]                                            # L/f⁰ = 1 + cᵀx + xᵀQx
+    c = c / scale[:, None]
+    Q1 = Q.sum(2)
+    b = c / 2 + Q1 / 2                                                      # x = (1 + s)/2, z = (1, s)
+    K = f0 / scale + c.sum(1) / 2 + Q1.sum(1) / 4
+    C = torch.zeros(R, k + 1, k + 1, dtype=F64, device=c.device)
+    C[:, 0, 1:], C[:, 1:, 0], C[:, 1:, 1:] = b / 2, b / 2, Q / 4
+    return C, K, scale
+
+
 def _mixing_dual(rows: _Rows, sweeps: int, seed: int) -> _Shor:
     """Shor's SDP by the mixing method (see the module docstring); returns the dual estimate ``y_i = (CY)_ii``."""
     import math
 
     p = rows.p
     R, d = p.shape
-    f0 = rows.f0
-    scale = torch.where(f0 > 0, f0, torch.ones_like(f0))
     D = rows.D
     M = p.M if not p.shared else p.M.expand(R, d, d)
-    Q = D[:, :, None] * M * D[:, None, :] / scale[:, None, None]            # x-space, L/f⁰ = 1 + cᵀx + xᵀQx
-    c = rows.c / scale[:, None]
-    Q1 = Q.sum(2)
-    b = c / 2 + Q1 / 2                                                      # x = (1 + s)/2, z = (1, s)
-    K = f0 / scale + c.sum(1) / 2 + Q1.sum(1) / 4
+    C, K, scale = pm1_form(D[:, :, None] * M * D[:, None, :], rows.c, rows.f0)
     n = d + 1
-    C = torch.zeros(R, n, n, dtype=F64, device=p.device)
-    C[:, 0, 1:], C[:, 1:, 0], C[:, 1:, 1:] = b / 2, b / 2, Q / 4
     k = int(math.ceil(math.sqrt(2 * n))) + 1
     g = torch.Generator().manual_seed(seed)
     V = torch.randn(R, n, k, generator=g, dtype=F64).to(p.device)
