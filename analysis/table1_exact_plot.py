@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from analysis.plots import describe, save_figure, setup_style
-from analysis.table1_plot import short
+from analysis.table1_plot import method_colors, short
 
 #: rows of the effect panels, beside all others in the CSV: the local methods the issue compares optimal rounding to
 HIGHLIGHT = ("rr", "greedy", "tabu")
@@ -17,7 +17,7 @@ def plot_exact(table: list[dict], exact: str, widths: list[dict], layers: list[d
     plt = setup_style()
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
     solvers = [t["method"] for t in table if t["solver"] != "-" and t["method"] != exact]
-    colors = {m: plt.cm.tab10.colors[i % 10] for i, m in enumerate(solvers)}
+    colors = method_colors(table)
     width_panel(axes[0, 0], widths, solvers, colors, exact)
     layer_panel(axes[0, 1], layers, solvers, colors)
     others = [t for t in table if t["solver"] != "-" and t["method"] != exact]
@@ -42,14 +42,14 @@ def width_panel(ax, widths: list[dict], solvers: list[str], colors: dict, exact:
     for w in (w for w in widths if w["method"] == exact):
         share = w["rows_proven_by_exact"] / w["rows"]
         ax.annotate(f"{w['rows']} rows\n{100 * share:.0f}% proven", (w["d"], 1), xycoords=("data", "axes fraction"),
-                    xytext=(0, -2), textcoords="offset points", ha="center", va="top", fontsize=6.5)
+                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=6.5)
     ax.set_xscale("log", base=2)
     ax.set_xlim(0.7, 1.4 * max(w["d"] for w in widths))
     ax.set_yscale("symlog", linthresh=0.1)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("segment width d (elements rounded jointly)")
     ax.set_ylabel("Σ objective / Σ proven optimum − 1 (%, symlog)")
-    ax.set_title("excess over the proven optimum per width (rows bnb proved)", pad=24)
+    ax.set_title("excess over the proven optimum per width (rows bnb proved)", pad=26)
     ax.legend(fontsize=6.5, ncol=2)
 
 

@@ -17,10 +17,17 @@ def short(method: str) -> str:
     return {"exact optimum": "exact (bnb)"}.get(head, head)
 
 
+def method_colors(rows: list[dict]) -> dict:
+    """One colour per table row (its method), the same in every Table 1 figure."""
+    import matplotlib.pyplot as plt
+
+    return {r["method"]: plt.cm.tab10.colors[i % 10] for i, r in enumerate(rows)}
+
+
 def plot(rows: list[dict], opts, st, cfg) -> None:
     plt = setup_style()
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
-    colors = plt.cm.tab10.colors
+    colors = method_colors(rows)
     cost_panel(axes[0], rows, colors)
     sub = [r for r in rows if r["solver"] != "-"]
     names = [short(r["method"]) for r in sub]
@@ -34,8 +41,8 @@ def plot(rows: list[dict], opts, st, cfg) -> None:
 
 
 def cost_panel(ax, rows: list[dict], colors) -> None:
-    for i, r in enumerate(rows):
-        ax.scatter(r["wall_time_s"], r["top1"], color=colors[i % 10], s=40, label=r["method"], zorder=3)
+    for r in rows:
+        ax.scatter(r["wall_time_s"], r["top1"], color=colors[r["method"]], s=40, label=r["method"], zorder=3)
     ax.axhline(rows[0]["fp_top1"], color="k", ls=":", lw=1, label="FP model")
     ax.set_xscale("log")
     ax.set_xlabel("quantization wall time (s, log scale; shared 2-core machine)")
@@ -46,7 +53,7 @@ def cost_panel(ax, rows: list[dict], colors) -> None:
 
 def objective_panel(ax, sub: list[dict], names: list[str], colors) -> None:
     vals = [r["wqer_objective"] for r in sub]
-    ax.bar(range(len(sub)), vals, color=[colors[(i + 1) % 10] for i in range(len(sub))])
+    ax.bar(range(len(sub)), vals, color=[colors[r["method"]] for r in sub])
     bounds = [r.get("lower_bound_sum", math.nan) for r in sub]
     ref = max((b for b in bounds if not math.isnan(b)), default=math.nan)
     if not math.isnan(ref):
