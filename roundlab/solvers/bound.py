@@ -40,14 +40,15 @@ from __future__ import annotations
 import importlib.util
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from roundlab.errors import RoundlabError
+from roundlab.registry import Registry
 from roundlab.validate import check_int, check_known
 from roundlab.problem import F64, RoundingProblem
 
-METHODS = ("auto", "eig", "jacobi", "mixing", "triangle", "sdp", "zero")
 
 
 @dataclass
@@ -300,6 +301,68 @@ def shor_multipliers(problem: RoundingProblem, sweeps: int = 200, seed: int = 0)
     return 4 * sh.y[:, 1:] * sh.scale[:, None]
 
 
+@dataclass(frozen=True)
+class BoundOptions:
+    """What the bound methods read (``lower_bound``'s keyword arguments)."""
+
+    iters: int = 2000
+    tol: float = 1e-7
+    safety: float = 1e-10
+    sweeps: int = 100
+    seed: int = 0
+    sdp_solver: str | None = None
+    triangle_steps: int = 100
+
+
+#: Bound method name → ``f(rows, options) -> (R,) certified bounds``; ``auto`` is the best of several (below).
+BOUNDS: Registry[Callable[[_Rows, BoundOptions], torch.Tensor]] = Registry("bound method")
+
+
+@BOUNDS.decorator("eig")
+def _eig(rows: _Rows, o: BoundOptions) -> torch.Tensor:
+    p = rows.p
+    lam = torch.linalg.eigvalsh(p.M)[..., 0]
+    Dm = lam[..., None].expand(p.M.shape[:-1]) if not p.shared else lam.expand(p.d)
+    return _diag_bound(rows, Dm.clone(), o.iters, o.tol, o.safety)
+
+
+@BOUNDS.decorator("jacobi")
+def _jacobi(rows: _Rows, o: BoundOptions) -> torch.Tensor:
+    p = rows.p
+    dg = p.diag
+    s = torch.where(dg > 0, dg, torch.ones_like(dg)).rsqrt()
+    C = s[..., :, None] * p.M * s[..., None, :]
+    alpha = torch.linalg.eigvalsh((C + C.transpose(-1, -2)) / 2)[..., 0]
+    return _diag_bound(rows, alpha[..., None] * dg, o.iters, o.tol, o.safety)
+
+
+@BOUNDS.decorator("mixing")
+def _mixing(rows: _Rows, o: BoundOptions) -> torch.Tensor:
+    return _mixing_bound(rows, o.sweeps, o.seed, o.safety)
+
+
+@BOUNDS.decorator("triangle")
+def _triangle(rows: _Rows, o: BoundOptions) -> torch.Tensor:
+    return _triangle_bound(rows, o.triangle_steps, o.seed)
+
+
+@BOUNDS.decorator("sdp")
+def _sdp(rows: _Rows, o: BoundOptions) -> torch.Tensor:
+    if importlib.util.find_spec("cvxpy") is None:
+        raise RoundlabError("the sdp bound needs cvxpy (pip install cvxpy)")
+    return _explicit_bound(rows, _sdp_u(rows, o.sdp_solver), o.iters, o.tol, o.safety)
+
+
+@BOUNDS.decorator("zero")
+def _zero(rows: _Rows, o: BoundOptions) -> torch.Tensor:
+    return torch.zeros(rows.p.rows, dtype=F64, device=rows.p.device)
+
+
+def methods() -> tuple[str, ...]:
+    """Every name ``lower_bound`` takes: ``auto`` and the registered methods (a plugin may add its own)."""
+    return ("auto", *BOUNDS.names())
+
+
 def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 2000, tol: float = 1e-7,
                 safety: float = 1e-10, sweeps: int = 100, seed: int = 0, sdp_max_d: int = 0,
                 sdp_solver: str | None = None, triangle_steps: int = 100) -> BoundResult:
@@ -313,35 +376,15 @@ def lower_bound(problem: RoundingProblem, method: str = "auto", *, iters: int = 
     """
     if not isinstance(problem, RoundingProblem):
         raise RoundlabError(f"lower_bound expects a RoundingProblem, got {type(problem).__name__}")
-    check_known("bound method", method, METHODS)
+    check_known("bound method", method, methods())
     check_int("triangle_steps", triangle_steps, 0)
+    opts = BoundOptions(iters, tol, safety, sweeps, seed, sdp_solver, triangle_steps)
     t0 = time.perf_counter()
     rows = _Rows(problem)
-    per: dict[str, torch.Tensor] = {}
     want = [method] if method != "auto" else ["eig", "jacobi", "mixing"]
     if method == "auto" and problem.d <= sdp_max_d and importlib.util.find_spec("cvxpy") is not None:
         want.append("sdp")
-    for m in want:
-        if m == "zero":
-            per[m] = torch.zeros(problem.rows, dtype=F64, device=problem.device)
-        elif m == "eig":
-            lam = torch.linalg.eigvalsh(problem.M)[..., 0]
-            Dm = lam[..., None].expand(problem.M.shape[:-1]) if not problem.shared else lam.expand(problem.d)
-            per[m] = _diag_bound(rows, Dm.clone(), iters, tol, safety)
-        elif m == "mixing":
-            per[m] = _mixing_bound(rows, sweeps, seed, safety)
-        elif m == "triangle":
-            per[m] = _triangle_bound(rows, triangle_steps, seed)
-        elif m == "jacobi":
-            dg = problem.diag
-            s = torch.where(dg > 0, dg, torch.ones_like(dg)).rsqrt()
-            C = s[..., :, None] * problem.M * s[..., None, :]
-            alpha = torch.linalg.eigvalsh((C + C.transpose(-1, -2)) / 2)[..., 0]
-            per[m] = _diag_bound(rows, alpha[..., None] * dg, iters, tol, safety)
-        else:  # sdp
-            if importlib.util.find_spec("cvxpy") is None:
-                raise RoundlabError("the sdp bound needs cvxpy (pip install cvxpy)")
-            per[m] = _explicit_bound(rows, _sdp_u(rows, sdp_solver), iters, tol, safety)
+    per = {m: BOUNDS.get(m)(rows, opts) for m in want}
     stack = torch.stack([per[m] for m in want])
     which = stack.argmax(0)
     best = stack.gather(0, which[None])[0]
