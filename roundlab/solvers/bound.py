@@ -224,7 +224,7 @@ def pm1_form(Q: torch.Tensor, c: torch.Tensor, f0: torch.Tensor) -> tuple[torch.
     ``L(x)/scale = K + zᵀCz`` for ``z = (1, 2x − 1)``, ``C`` (R, k+1, k+1); ``scale = f⁰`` (1 where f⁰ ≤ 0)."""
     R, k = c.shape
     scale = torch.where(f0 > 0, f0, torch.ones_like(f0))
-    Q = Q / scale[:, None, None]                                            # L/f⁰ = 1 + cᵀx + xᵀQx
+    Q = (Q + Q.transpose(1, 2)) / (2 * scale[:, None, None])               # xᵀQx reads only Q's symmetric part                                            # L/f⁰ = 1 + cᵀx + xᵀQx
     c = c / scale[:, None]
     Q1 = Q.sum(2)
     b = c / 2 + Q1 / 2                                                      # x = (1 + s)/2, z = (1, s)

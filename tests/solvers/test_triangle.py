@@ -103,3 +103,9 @@ def test_a_negative_step_count_is_one_clear_error(call):
     with pytest.raises(RoundlabError, match="triangle_steps") as e:
         call()
     assert "\n" not in str(e.value)
+
+
+def test_a_non_symmetric_q_is_read_as_its_symmetric_part():
+    qp = RowQP(np.arange(2), np.array([[0.0, 0.0], [2.0, 0.0]]), np.array([1.0, -1.0]), 1.0)   # min L = 0
+    assert _enumerate(qp) == 0.0
+    assert triangle_bound(qp, qp.f0).bound <= 1e-12
