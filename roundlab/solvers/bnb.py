@@ -15,7 +15,8 @@ around the probe's incumbent, within what their budget has left.
 Claims, per row: ``optimal`` only when the search closed (then ``bound = incumbent·(1 − gap_tol)`` minus the forms'
 round-off allowance); ``time_limit`` when ``time_limit`` seconds or ``node_limit`` nodes ran out, with the smallest
 bound over the still-open nodes (never below Shor's bound of the row), raised where it can be by Shor's SDP with
-the pair cuts (``triangle.py``: ``triangle_steps`` Lagrangian steps after the search, counted in the row's time).
+the pair cuts (``triangle.py``: at most ``triangle_steps`` Lagrangian steps and ``triangle_seconds`` after the search,
+counted in the row's time).
 Never worse than the warm start. ``iterations`` = nodes.
 """
 
@@ -58,6 +59,8 @@ class BnbConfig(SolverConfig):
     ellipsoid_levels: int = 64        # block sizes at which the ellipsoid's diagonal is fitted
     triangle_steps: int = 100         # rows left open (with ≥ shor_min_free free elements): this many Lagrangian
                                       # steps on the pair cuts to tighten their certified bound (triangle.py; 0: off)
+    triangle_seconds: float | None = 10.0   # ... and at most about this long per row (None: no cap; ~0.1 s a
+                                            # step at d = 384, ~1.5 s at d = 1536)
     progress: bool = False            # a progress bar over rows
     check_every: int = 20000          # nodes between wall-clock checks
 
@@ -80,6 +83,7 @@ class BnbConfig(SolverConfig):
         check_bool("ellipsoid", self.ellipsoid)
         check_int("ellipsoid_levels", self.ellipsoid_levels, 1, 100000)
         check_int("triangle_steps", self.triangle_steps, 0, 1000000)
+        check_float("triangle_seconds", self.triangle_seconds, 0.0, 1e9, none=True)
 
 
 @dataclass(frozen=True)
@@ -141,9 +145,9 @@ def search_row(qp: RowQP, multipliers: dict, order: np.ndarray, cfg: BnbConfig, 
     return RowOutcome(x, bool(closed), bound, nodes)
 
 
-def tighten(qp: RowQP, res: RowOutcome, steps: int) -> RowOutcome:
+def tighten(qp: RowQP, res: RowOutcome, steps: int, seconds: float | None) -> RowOutcome:
     """An open row's bound raised by Shor's SDP with the pair cuts (``triangle.py``), fitted towards its incumbent."""
-    tb = triangle_bound(qp, float(min(qp.value(res.x)[0], qp.f0)), steps=steps)
+    tb = triangle_bound(qp, float(min(qp.value(res.x)[0], qp.f0)), steps=steps, seconds=seconds)
     return RowOutcome(res.x, res.closed, max(res.bound, tb.bound), res.nodes)
 
 
@@ -307,5 +311,5 @@ class BranchAndBound(Solver):
             left = self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
             res = search_row(qp, multipliers[i], orders[i], cfg, left, cfg.ellipsoid)
             if not res.closed and cfg.triangle_steps and qp.k >= cfg.shor_min_free:
-                res = tighten(qp, res, cfg.triangle_steps)
+                res = tighten(qp, res, cfg.triangle_steps, cfg.triangle_seconds)
             out.record(r, qp, res, flipped[i], time.perf_counter() - t0)

@@ -22,7 +22,8 @@ mixing method warm-started between steps; the step length halves when five steps
 is the best seen, never below the ``μ = 0`` (plain Shor) bound of the same solve.
 
 Cost: per step some mixing sweeps and one eigen-decomposition of a ``(k+1)²`` matrix — ~10 ms at k = 128, ~0.1 s at
-k = 384. ``bnb`` spends ``triangle_steps`` of them on each row its search leaves open, to tighten the certified gap
+k = 384, ~1.5 s at k = 1536. ``bnb`` spends at most ``triangle_steps`` of them and ``triangle_seconds`` on each row its
+search leaves open, to tighten the certified gap
 it reports (as a search form it bounded fewer nodes than it cost on Table 1's open d = 128 rows).
 """
 
@@ -96,9 +97,12 @@ def certified(Cp: np.ndarray, V: np.ndarray, K: float, mu_sum: float) -> float:
 
 
 def triangle_bound(qp: RowQP, ub: float, steps: int = 100, sweeps: int = 40, first_sweeps: int = 300,
-                   theta: float = 1.0, seed: int = 0) -> TriangleBound:
-    """Fit ``μ`` for at most ``steps`` subgradient steps (module docstring); ``ub``: an upper bound on ``min L``
-    (the incumbent's value), the Polyak target."""
+                   theta: float = 1.0, seed: int = 0, seconds: float | None = None) -> TriangleBound:
+    """Fit ``μ`` for at most ``steps`` subgradient steps (module docstring) and, if given, about ``seconds`` of wall
+    time (checked after each step; the plain Shor solve always runs); ``ub``: an upper bound on ``min L`` (the
+    incumbent's value), the Polyak target."""
+    import time
+
     from roundlab.solvers import mixing_kernel             # numba (optional) loads on first use
     from roundlab.solvers.bound import MIXING_RTOL
 
@@ -113,6 +117,7 @@ def triangle_bound(qp: RowQP, ub: float, steps: int = 100, sweeps: int = 40, fir
     target = ub / scale
     shor = best = -math.inf
     since = taken = 0
+    t0 = time.perf_counter()
     for taken in range(steps + 1):
         Cp = penalised(C, mu)
         mixing_kernel.sweep_rows(Cp[None].copy(), V, first_sweeps if taken == 0 else sweeps, MIXING_RTOL)
@@ -123,7 +128,7 @@ def triangle_bound(qp: RowQP, ub: float, steps: int = 100, sweeps: int = 40, fir
             best, best_cuts, since = val, int((mu > 0).sum()), 0
         elif (since := since + 1) >= 5:
             theta, since = theta / 2, 0
-        if taken == steps:
+        if taken == steps or (seconds is not None and time.perf_counter() - t0 >= seconds):
             break
         s = slacks(V[0] @ V[0].T, upper)
         g = np.where((mu > 0) | (s < 0), s, 0.0)            # the projected subgradient's support
