@@ -30,6 +30,7 @@ it reports (as a search form it bounded fewer nodes than it cost on Table 1's op
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,8 +102,6 @@ def triangle_bound(qp: RowQP, ub: float, steps: int = 100, sweeps: int = 40, fir
     """Fit ``μ`` for at most ``steps`` subgradient steps (module docstring) and, if given, about ``seconds`` of wall
     time (checked after each step; the plain Shor solve always runs); ``ub``: an upper bound on ``min L`` (the
     incumbent's value), the Polyak target."""
-    import time
-
     from roundlab.solvers import mixing_kernel             # numba (optional) loads on first use
     from roundlab.solvers.bound import MIXING_RTOL
 
@@ -124,7 +123,7 @@ def triangle_bound(qp: RowQP, ub: float, steps: int = 100, sweeps: int = 40, fir
         val = certified(Cp, V[0], K, float(mu.sum()))
         if taken == 0:
             shor = val
-        if val > best + 1e-9 * abs(best) or not math.isfinite(best):
+        if not math.isfinite(best) or val > best + 1e-9 * abs(best):
             best, best_cuts, since = val, int((mu > 0).sum()), 0
         elif (since := since + 1) >= 5:
             theta, since = theta / 2, 0
