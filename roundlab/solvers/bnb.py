@@ -35,7 +35,7 @@ from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_b
                                    check_start, seeded_start)
 from roundlab.solvers.bound import shor_multipliers
 from roundlab.solvers.ellipsoid import Ellipsoid, ellipsoid
-from roundlab.solvers.qcr import RowQP, build_forms, definite_multipliers, row_qp, vblast_order
+from roundlab.solvers.qcr import RowQP, build_forms, definite_multipliers, row_qps, vblast_order
 from roundlab.solvers.registry import register_solver
 from roundlab.solvers.triangle import triangle_bound
 
@@ -208,14 +208,6 @@ class RowsOut:
 
 def row_M(problem: RoundingProblem, r: int) -> torch.Tensor:
     return problem.M if problem.shared else problem.M[r]
-
-
-def row_qps(problem: RoundingProblem, delta: torch.Tensor) -> list[RowQP | None]:
-    """Each row in flip space around ``delta``; None where there is nothing to choose or the value is already 0."""
-    M_np = problem.M.cpu().numpy()
-    d_np, other_np = delta.cpu().numpy(), problem.flipped(delta).cpu().numpy()
-    qps = [row_qp(M_np if problem.shared else M_np[r], d_np[r], other_np[r]) for r in range(problem.rows)]
-    return [qp if qp.k > 0 and qp.f0 > 0 else None for qp in qps]
 
 
 def shor_forms(problem: RoundingProblem, warm: torch.Tensor, qps: list, cfg: BnbConfig) -> tuple[list, list]:

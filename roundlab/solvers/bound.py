@@ -224,7 +224,7 @@ def pm1_form(Q: torch.Tensor, c: torch.Tensor, f0: torch.Tensor) -> tuple[torch.
     ``L(x)/scale = K + zᵀCz`` for ``z = (1, 2x − 1)``, ``C`` (R, k+1, k+1); ``scale = f⁰`` (1 where f⁰ ≤ 0)."""
     R, k = c.shape
     scale = torch.where(f0 > 0, f0, torch.ones_like(f0))
-    Q = (Q + Q.transpose(1, 2)) / (2 * scale[:, None, None])               # xᵀQx reads only Q's symmetric part                                            # L/f⁰ = 1 + cᵀx + xᵀQx
+    Q = (Q + Q.transpose(1, 2)) / (2 * scale[:, None, None])   # the part xᵀQx reads; L/f⁰ = 1 + cᵀx + xᵀQx
     c = c / scale[:, None]
     Q1 = Q.sum(2)
     b = c / 2 + Q1 / 2                                                      # x = (1 + s)/2, z = (1, s)
@@ -273,20 +273,15 @@ def _mixing_bound(rows: _Rows, sweeps: int, seed: int, safety: float) -> torch.T
 
 def _triangle_bound(rows: _Rows, steps: int, seed: int) -> torch.Tensor:
     """Per row, Shor's SDP with the pair cuts (``triangle.py``) around nearest, fitted towards nearest's value."""
-    from roundlab.solvers.qcr import row_qp
+    from roundlab.solvers.qcr import row_qps
     from roundlab.solvers.triangle import triangle_bound
 
-    p = rows.p
-    M = p.M.cpu().numpy()
-    d0 = p.nearest().cpu().numpy()
-    other = p.flipped(p.nearest()).cpu().numpy()
     f0 = rows.f0.cpu()
-    out = f0.clone()                                   # nothing to choose: the value is the optimum
-    for r in range(p.rows):
-        qp = row_qp(M if p.shared else M[r], d0[r], other[r])
-        if qp.k > 0 and qp.f0 > 0:
+    out = f0.clone()                                   # nothing to choose (None): the value is the optimum
+    for r, qp in enumerate(row_qps(rows.p, rows.p.nearest())):
+        if qp is not None:
             out[r] = triangle_bound(qp, qp.f0, steps=steps, seed=seed).bound
-    return torch.minimum(out, f0).clamp_min(0.0).to(p.device)
+    return torch.minimum(out, f0).clamp_min(0.0).to(rows.p.device)
 
 
 def shor_multipliers(problem: RoundingProblem, sweeps: int = 200, seed: int = 0) -> torch.Tensor:
@@ -303,15 +298,15 @@ def shor_multipliers(problem: RoundingProblem, sweeps: int = 200, seed: int = 0)
 
 @dataclass(frozen=True)
 class BoundOptions:
-    """What the bound methods read (``lower_bound``'s keyword arguments)."""
+    """What the bound methods read (``lower_bound``'s keyword arguments, whose defaults are the only ones)."""
 
-    iters: int = 2000
-    tol: float = 1e-7
-    safety: float = 1e-10
-    sweeps: int = 100
-    seed: int = 0
-    sdp_solver: str | None = None
-    triangle_steps: int = 100
+    iters: int
+    tol: float
+    safety: float
+    sweeps: int
+    seed: int
+    sdp_solver: str | None
+    triangle_steps: int
 
 
 #: Bound method name → ``f(rows, options) -> (R,) certified bounds``; ``auto`` is the best of several (below).

@@ -67,6 +67,15 @@ def row_qp(M: np.ndarray, delta0: np.ndarray, other: np.ndarray) -> RowQP:
     return RowQP(F, (Q + Q.T) / 2, c, float(delta0 @ M @ delta0))
 
 
+def row_qps(problem, delta) -> list[RowQP | None]:
+    """Each row of a ``RoundingProblem`` in flip space around ``delta`` (R, d); None where there is nothing to
+    choose or the value is already 0."""
+    M_np = problem.M.cpu().numpy()
+    d_np, other_np = delta.cpu().numpy(), problem.flipped(delta).cpu().numpy()
+    qps = [row_qp(M_np if problem.shared else M_np[r], d_np[r], other_np[r]) for r in range(problem.rows)]
+    return [qp if qp.k > 0 and qp.f0 > 0 else None for qp in qps]
+
+
 def vblast_order(A: np.ndarray) -> np.ndarray:
     """An enumeration order for ``A = RᵀR``: the coordinate fixed first (placed last) is the one best determined
     by the others (largest conditional precision ``1/(A⁻¹)_jj``), then recursively (V-BLAST / SQRD ordering)."""

@@ -34,7 +34,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from roundlab.solvers.bound import MIXING_RTOL, pm1_form
 from roundlab.solvers.qcr import RowQP
 
 # σ_i, σ_j of the four products (1 + σ_i s_i)(1 + σ_j s_j) ≥ 0: x_i x_j, x_i(1 − x_j), (1 − x_i)x_j, (1 − x_i)(1 − x_j)
@@ -59,10 +61,6 @@ class TriangleBound:
 
 def shor_matrix(qp: RowQP) -> tuple[np.ndarray, float, float]:
     """``(C, K, scale)``: ``L(x)/scale = K + zᵀCz`` for ``z = (1, 2x − 1)`` (``bound.pm1_form``, one row)."""
-    import torch
-
-    from roundlab.solvers.bound import pm1_form
-
     C, K, scale = pm1_form(torch.from_numpy(qp.Q)[None], torch.from_numpy(qp.c)[None],
                            torch.tensor([qp.f0], dtype=torch.float64))
     return C[0].numpy(), float(K[0]), float(scale[0])
@@ -103,7 +101,6 @@ def triangle_bound(qp: RowQP, ub: float, steps: int = 100, sweeps: int = 40, fir
     time (checked after each step; the plain Shor solve always runs); ``ub``: an upper bound on ``min L`` (the
     incumbent's value), the Polyak target."""
     from roundlab.solvers import mixing_kernel             # numba (optional) loads on first use
-    from roundlab.solvers.bound import MIXING_RTOL
 
     k = qp.k
     C, K, scale = shor_matrix(qp)

@@ -12,9 +12,8 @@ import torch
 from roundlab.errors import RoundlabError
 from roundlab.problem import Status
 from roundlab.solvers import get_solver
-from roundlab.solvers.bnb import row_qps
 from roundlab.solvers.bound import lower_bound
-from roundlab.solvers.qcr import RowQP
+from roundlab.solvers.qcr import RowQP, row_qps
 from roundlab.solvers.triangle import certified, shor_matrix, triangle_bound
 from roundlab.testing.synthetic import vit_like_problem
 
