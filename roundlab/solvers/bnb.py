@@ -60,7 +60,7 @@ class BnbConfig(SolverConfig):
     triangle_steps: int = 100         # rows left open (with ≥ shor_min_free free elements): this many Lagrangian
                                       # steps on the pair cuts to tighten their certified bound (triangle.py; 0: off)
     triangle_seconds: float | None = 10.0   # ... and at most about this long per row (None: no cap; ~0.1 s a
-                                            # step at d = 384, ~1.5 s at d = 1536)
+                                            # step at d = 384, ~2.5 s at d = 1536)
     progress: bool = False            # a progress bar over rows
     check_every: int = 20000          # nodes between wall-clock checks
 

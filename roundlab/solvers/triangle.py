@@ -22,9 +22,9 @@ mixing method warm-started between steps; the step length halves when five steps
 is the best seen, never below the ``μ = 0`` (plain Shor) bound of the same solve.
 
 Cost: per step some mixing sweeps and one eigen-decomposition of a ``(k+1)²`` matrix — ~10 ms at k = 128, ~0.1 s at
-k = 384, ~1.5 s at k = 1536. ``bnb`` spends at most ``triangle_steps`` of them and ``triangle_seconds`` on each row its
-search leaves open, to tighten the certified gap
-it reports (as a search form it bounded fewer nodes than it cost on Table 1's open d = 128 rows).
+k = 384, ~2.5 s at k = 1536 (one thread, loaded machine). ``bnb`` spends at most ``triangle_steps`` of them and
+``triangle_seconds`` on each row its search leaves open, to tighten the certified gap it reports (as a search form
+it bounded fewer nodes than it cost on Table 1's open d = 128 rows).
 """
 
 from __future__ import annotations
