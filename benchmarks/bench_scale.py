@@ -9,8 +9,10 @@
 Each (model, images, solver) runs in a fresh process, so its peak resident memory (``ru_maxrss``) is its own; on CUDA
 the peak allocated device memory is reported too. A zoo name (``fmnist-vit``) runs on its committed weights and
 Fashion-MNIST calibration split. Weights of a timm name are random (``timm.create_model(pretrained=False)``) unless
-timm finds local weights for the name (or ``--checkpoint`` for a single model); images are random 3×224×224 tensors
-(seeded) unless ``--imagenet DIR`` names a class-folder tree read through each model's own timm data config.
+timm finds local weights for the name (or ``--checkpoint`` for a single model); images are random tensors of the
+model's input size (seeded per image) unless ``--imagenet DIR`` names a class-folder tree read through each model's
+own timm data config. Either way they are generated or decoded batch by batch whenever a pass reads them
+(:class:`roundlab.data.Images`), never all held, so the peak memory is the pipeline's own.
 Stages: ``calibrate_s`` (quantizer surgery, activation calibration — ``act_calibrate_s``, with the peak resident
 memory at its end, ``act_calibrate_peak_mb`` —, reparameterisation, and — ``layer_stats_s`` — every layer's streamed
 statistics), ``layers_s`` (per layer: Aqer, weight calibration, Wqer with the solver). Evaluation is not timed
@@ -32,6 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
+from roundlab.data import Images  # noqa: E402
+
 PAPER_MODELS = ["deit_small_patch16_224", "vit_small_patch16_224", "swin_small_patch4_window7_224"]
 
 
@@ -50,25 +56,38 @@ def _model(name: str, checkpoint: str | None):
     return timm.create_model(name, pretrained=False).eval(), False
 
 
-def _images(name: str, model, n: int, imagenet: str | None, seed: int):
-    import torch
+class RandomImages(Images):
+    """``n`` standard-normal images of ``shape`` (C, H, W); image ``i`` is drawn from its own seeded generator, so a
+    batch is the same whenever it is generated."""
 
+    def __init__(self, n: int, seed: int, device: str, shape=(3, 224, 224)):
+        self.n, self.seed, self.device, self.shape = n, seed, device, tuple(shape)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        gens = (torch.Generator().manual_seed(self.seed * 1_000_003 + i) for i in range(start, stop))
+        return torch.stack([torch.randn(self.shape, generator=g) for g in gens]).to(self.device)
+
+
+def _images(name: str, model, n: int, imagenet: str | None, seed: int, device: str):
+    """The calibration images as :class:`roundlab.data.Images`, loaded (or generated) batch by batch whenever a pass
+    reads them, so that the run's peak memory is the pipeline's, not that of the benchmark holding the images."""
+    from roundlab.data import DatasetImages, calibration_indices, calibration_split_images, load_dataset
     from roundlab.zoo import ZOO
 
     if name in ZOO:                   # the zoo's own calibration split (Fashion-MNIST)
-        from roundlab.data import calibration_split, load_dataset
         from roundlab.zoo import load_model
 
         train = load_dataset("fashion-mnist", split="train", data_config=load_model(name)[1])
-        return calibration_split(train, n=n, n_heldout=0, seed=seed)[0]
-    if imagenet is None:
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(n, 3, 224, 224, generator=g)
-    from roundlab.data import calibration_set, load_dataset
+        return calibration_split_images(train, n=n, n_heldout=0, seed=seed, device=device)[0]
     from roundlab.zoo.timm_names import timm_data_config
 
-    return calibration_set(load_dataset("imagenet", "train", root=imagenet, data_config=timm_data_config(model)),
-                           n, seed=seed)
+    if imagenet is None:
+        return RandomImages(n, seed, device, timm_data_config(model)["input_size"])
+    train = load_dataset("imagenet", "train", root=imagenet, data_config=timm_data_config(model))
+    return DatasetImages(train, calibration_indices(len(train), n, seed), device)
 
 
 def _time_activation_calibration(times: dict) -> None:
@@ -100,7 +119,7 @@ def run_one(job: dict, queue) -> None:
     model, real = _model(job["model"], job["checkpoint"])
     cfg = ERQConfig(model=job["model"], solver=job["solver"], calib_images=job["images"], heldout_images=0,
                     device=job["device"], batch_size=job["batch_size"], calib_batch_size=job.get("calib_batch_size"))
-    calib = _images(job["model"], model, job["images"], job["imagenet"], cfg.seed).to(cfg.device)
+    calib = _images(job["model"], model, job["images"], job["imagenet"], cfg.seed, cfg.device)
     model = model.to(cfg.device)
     if cfg.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

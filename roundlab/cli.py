@@ -52,8 +52,9 @@ _FLAG_HELP = {
     "calib_images": "number of calibration images (paper: 32)",
     "calib_batch_size": "images per forward pass of the activation calibration: the quantizers are calibrated one "
                         "at a time, streamed over the images in batches of this size, so memory does not hold every "
-                        "image's activations (same grids as one pass, bit-identical when one batch holds all images; "
-                        "None: one pass over all images, as released)",
+                        "image's activations, and the calibration and held-out images are loaded batch by batch "
+                        "whenever a pass reads them, not held (same grids as one pass, bit-identical when one batch "
+                        "holds all images; None: one pass over all images, as released)",
     "heldout_images": "number of held-out training images for the per-layer held-out Eq. 4 errors (0: none)",
     "eval_images": "number of test images to evaluate on (None: the whole test split)",
     "seed": "seed of torch and of the calibration / held-out image draw, an integer in [0, 2**63)",

@@ -19,7 +19,8 @@ Every dataset yields normalised float images ``(C, H, W)`` ready for the model, 
 Anything missing or malformed raises :class:`~roundlab.errors.RoundlabError` with one line saying where roundlab looked.
 
 Modules: ``idx`` (IDX files), ``fmnist`` and ``imagenet`` (finding and reading each dataset), ``datasets`` (the two
-dataset classes), ``calibration`` (seeded draws); every public name is importable from ``roundlab.data``.
+dataset classes), ``calibration`` (seeded draws), ``image_batches`` (images held in memory or loaded
+batch by batch, as the pipeline's passes read them); every public name is importable from ``roundlab.data``.
 """
 
 from __future__ import annotations
@@ -27,19 +28,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from roundlab.data.calibration import calibration_indices, calibration_set, calibration_split
+from roundlab.data.calibration import (calibration_indices, calibration_set, calibration_split,
+                                       calibration_split_images)
 from roundlab.data.datasets import ImageFolderDataset, TensorImageDataset
 from roundlab.data.fmnist import (DEBIAN_FMNIST, FMNIST_CLASSES, FMNIST_FILES, FMNIST_FIT, FMNIST_MEAN, FMNIST_MIRROR,
                                   FMNIST_STD, download_fashion_mnist, fmnist_cache_dir, load_fmnist)
 from roundlab.data.idx import read_idx, write_idx
+from roundlab.data.image_batches import DatasetImages, Images, TensorImages, as_images
 from roundlab.data.imagenet import IMAGENET_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, imagenet_transform, load_imagenet
 from roundlab.errors import RoundlabError
 from roundlab.registry import Registry
 from roundlab.validate import check_known
 
 __all__ = ["DATASETS", "DEBIAN_FMNIST", "FMNIST_CLASSES", "FMNIST_FILES", "FMNIST_FIT", "FMNIST_MEAN", "FMNIST_MIRROR",
-           "FMNIST_STD", "DatasetSpec", "ImageFolderDataset", "TensorImageDataset", "calibration_indices",
-           "calibration_set", "calibration_split", "download_fashion_mnist", "fmnist_cache_dir", "get_spec",
+           "FMNIST_STD", "DatasetImages", "DatasetSpec", "ImageFolderDataset", "Images", "TensorImageDataset",
+           "TensorImages", "as_images", "calibration_indices",
+           "calibration_set", "calibration_split", "calibration_split_images", "download_fashion_mnist",
+           "fmnist_cache_dir", "get_spec",
            "imagenet_transform", "list_datasets", "load_dataset", "read_idx", "write_idx"]
 
 

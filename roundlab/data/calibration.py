@@ -36,6 +36,16 @@ def calibration_split(dataset, n: int = 32, n_heldout: int = 0, seed: int = 0) -
     return calib, heldout
 
 
+def calibration_split_images(dataset, n: int = 32, n_heldout: int = 0, seed: int = 0, device="cpu"):
+    """:func:`calibration_split`'s images as :class:`~roundlab.data.image_batches.DatasetImages`: the same images,
+    loaded batch by batch whenever a pass reads them instead of held in memory (streamed runs)."""
+    from roundlab.data.image_batches import DatasetImages
+
+    _check_calibration_size(n)
+    idx = calibration_indices(len(dataset), n + n_heldout, seed)
+    return DatasetImages(dataset, idx[:n], device), DatasetImages(dataset, idx[n:], device)
+
+
 def _check_calibration_size(n) -> None:
     if n < 1:
         raise RoundlabError(f"a calibration set needs at least one image, got n={n}")

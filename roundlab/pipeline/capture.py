@@ -50,19 +50,22 @@ def input_hooks(layers: dict[str, nn.Module], on_input, stop_after: str | None =
             h.remove()
 
 
-def stream_inputs(model: nn.Module, images: torch.Tensor, layers: dict[str, nn.Module], on_input,
+def stream_inputs(model: nn.Module, images, layers: dict[str, nn.Module], on_input,
                   stop_after: str | None = None, batch_size: int = 64) -> None:
-    """Run ``model`` on ``images`` in batches; ``on_input(name, rows)`` receives each layer's input batch by batch
-    (nothing is kept here: memory does not grow with the number of images)."""
+    """Run ``model`` on ``images`` (a tensor or :class:`~roundlab.data.image_batches.Images`) in batches;
+    ``on_input(name, rows)`` receives each layer's input batch by batch (nothing is kept here: memory does not grow
+    with the number of images)."""
+    from roundlab.data.image_batches import as_images
+
     with input_hooks(layers, on_input, stop_after=stop_after), torch.no_grad():
-        for i in range(0, images.shape[0], batch_size):
+        for batch in as_images(images).batches(batch_size):
             try:
-                model(images[i:i + batch_size])
+                model(batch)
             except _Stop:
                 pass
 
 
-def run_capturing(model: nn.Module, images: torch.Tensor, layers: dict[str, nn.Module],
+def run_capturing(model: nn.Module, images, layers: dict[str, nn.Module],
                   stop_after: str | None = None, batch_size: int = 64) -> dict[str, torch.Tensor]:
     """Run ``model`` on ``images`` in batches and return each layer's concatenated (N, Din) input."""
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}

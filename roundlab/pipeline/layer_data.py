@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from roundlab.pipeline.capture import run_capturing, stream_inputs
 from roundlab.pipeline.stages import add_rows
 from roundlab.pipeline.stats import LayerStats, RowBlocks
@@ -22,12 +20,16 @@ from roundlab.pipeline.stats import LayerStats, RowBlocks
 class LayerData:
     """``take(name)`` → ``(stats on the calibration images, stats on the held-out images or None)``."""
 
-    def __init__(self, qmodel, layers: dict, calib: torch.Tensor, heldout: torch.Tensor | None, data_flow: str,
-                 batch_size: int, keep_samples: bool = False):
+    def __init__(self, qmodel, layers: dict, calib, heldout, data_flow: str, batch_size: int,
+                 keep_samples: bool = False):
+        """``calib``, ``heldout``: tensors or :class:`~roundlab.data.image_batches.Images` (``heldout`` may be None
+        or empty)."""
+        from roundlab.data.image_batches import as_images
         from roundlab.quant import set_quant_state
 
         self.qmodel, self.layers, self.batch_size, self.keep = qmodel, layers, batch_size, keep_samples
-        self.images = {"calib": calib, "heldout": heldout if heldout is not None and len(heldout) else None}
+        heldout = None if heldout is None else as_images(heldout)
+        self.images = {"calib": as_images(calib), "heldout": heldout if heldout is not None and len(heldout) else None}
         self.sequential = data_flow == "sequential"
         self._ready: dict[str, dict] = {name: {} for name in layers}
         set_quant_state(qmodel, weight=False, act=False)
@@ -44,7 +46,7 @@ class LayerData:
     def _blocks(self, name: str, stats: LayerStats) -> RowBlocks:
         return RowBlocks(lambda X, X_in: add_rows(stats, self.layers[name], X, X_in))
 
-    def _independent(self, part: str, images: torch.Tensor) -> None:
+    def _independent(self, part: str, images) -> None:
         stats = {name: LayerStats(self.keep) for name in self.layers}
         blocks = {name: self._blocks(name, st) for name, st in stats.items()}
         stream_inputs(self.qmodel, images, self.layers, lambda name, X: blocks[name].add(X, X),
@@ -53,14 +55,13 @@ class LayerData:
             blocks[name].flush()
             self._ready[name][part] = st
 
-    def _sequential(self, name: str, images: torch.Tensor) -> LayerStats:
+    def _sequential(self, name: str, images) -> LayerStats:
         from roundlab.quant import set_quant_state
 
         layer, fp_layer, bs = self.layers[name], self.fp_layers[name], self.batch_size
         stats = LayerStats(self.keep)
         blocks = self._blocks(name, stats)
-        for i in range(0, images.shape[0], bs):
-            batch = images[i:i + bs]
+        for batch in images.batches(bs):
             X = run_capturing(self.fp_model, batch, {name: fp_layer}, stop_after=name, batch_size=bs)[name]
             set_quant_state(self.qmodel, weight=True, act=True)
             X_in = run_capturing(self.qmodel, batch, {name: layer}, stop_after=name, batch_size=bs)[name]

@@ -75,10 +75,12 @@ def fanned_solver(config: ERQConfig, state: RunState | None):
                         error_log=None if state is None else state.dir / "errors.log")
 
 
-def calibrate(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig):
+def calibrate(model: torch.nn.Module, calib, config: ERQConfig):
     """The pipeline's first stages on a copy of ``model``: quantizer surgery, activation calibration (FP weights, as
     released; in one pass over all images, or streamed in batches of ``config.calib_batch_size`` images) and
-    reparameterisation. Returns ``(qmodel, layers)`` (name → quantized layer, in forward order)."""
+    reparameterisation. ``calib``: a tensor or :class:`~roundlab.data.image_batches.Images`. Returns ``(qmodel,
+    layers)`` (name → quantized layer, in forward order)."""
+    from roundlab.data.image_batches import as_images
     from roundlab.quant import calibration_mode, quant_layers, quantize_model, reparameterize, set_quant_state
     from roundlab.quant.streamed import calibrate_streamed
 
@@ -89,17 +91,20 @@ def calibrate(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig):
         calibrate_streamed(qmodel, calib, config.calib_batch_size)
     else:
         with calibration_mode(qmodel), torch.no_grad():
-            qmodel(calib)
+            qmodel(as_images(calib).all())
     if config.reparam and config.calibration == "percentile":
         reparameterize(qmodel)
     return qmodel, dict(quant_layers(qmodel))
 
 
-def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
-                 heldout: torch.Tensor | None = None, state: RunState | None = None, progress: bool = False,
+def erq_quantize(model: torch.nn.Module, calib, config: ERQConfig, heldout=None,
+                 state: RunState | None = None, progress: bool = False,
                  on_problem=None, times: dict | None = None, fanout: dict | None = None,
                  on_layer=None) -> tuple[torch.nn.Module, list[dict]]:
     """Quantize a copy of ``model`` with ``config`` on calibration images; return (quantized model, layer records).
+
+    ``calib`` and ``heldout``: tensors ``(n, C, H, W)`` or :class:`~roundlab.data.image_batches.Images` (e.g. a
+    dataset's images loaded batch by batch, so that a streamed run holds none of them).
 
     The model-level API: no data loading, no evaluation, no files unless a :class:`RunState` is given (then finished
     layers are loaded from it and new ones saved to it, and every rounding subproblem's answer is recorded in its
@@ -114,7 +119,6 @@ def erq_quantize(model: torch.nn.Module, calib: torch.Tensor, config: ERQConfig,
     from roundlab.quant import set_quant_state
 
     times = {} if times is None else times
-    heldout = calib[:0] if heldout is None else heldout
 
     t = time.perf_counter()
     qmodel, layers = calibrate(model, calib, config)
@@ -180,10 +184,12 @@ def save_predictions(run_dir: Path, logits, labels, reference) -> Path:
     return path
 
 
-def load_run_data(config: ERQConfig) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, object]:
+def load_run_data(config: ERQConfig, streamed: bool = False) -> tuple[torch.nn.Module, object, object, object]:
     """The FP model (parameters checked), calibration and held-out images (on ``config.device``) and the test split
-    of a run, exactly as :func:`run_erq` uses them (the analysis scripts load through here too)."""
-    from roundlab.data import calibration_split, load_dataset
+    of a run, exactly as :func:`run_erq` uses them (the analysis scripts load through here too). The images are
+    tensors; with ``streamed`` they are :class:`~roundlab.data.image_batches.DatasetImages` (the same images,
+    loaded batch by batch whenever a pass reads them)."""
+    from roundlab.data import calibration_split, calibration_split_images, load_dataset
     from roundlab.zoo import load_model
 
     torch.manual_seed(config.seed)
@@ -192,11 +198,15 @@ def load_run_data(config: ERQConfig) -> tuple[torch.nn.Module, torch.Tensor, tor
     dataset = config.dataset or data_cfg.get("dataset", "fashion-mnist")
     train = load_dataset(dataset, split="train", root=config.data_root, data_config=data_cfg)
     test = load_dataset(dataset, split="test", root=config.data_root, data_config=data_cfg)
-    calib, heldout = calibration_split(train, n=config.calib_images, n_heldout=config.heldout_images,
-                                       seed=config.seed)
     device = torch.device(config.device)
     if config.eval_images is not None:
         test = test.subset(config.eval_images)
+    if streamed:
+        calib, heldout = calibration_split_images(train, n=config.calib_images, n_heldout=config.heldout_images,
+                                                  seed=config.seed, device=device)
+        return model, calib, heldout, test
+    calib, heldout = calibration_split(train, n=config.calib_images, n_heldout=config.heldout_images,
+                                       seed=config.seed)
     return model, calib.to(device), heldout.to(device), test
 
 
@@ -208,7 +218,7 @@ def run_erq(config: ERQConfig, run_dir: str | Path | None = None, fresh: bool = 
     run_dir = check_run_dir(Path(run_dir) if run_dir else default_run_dir(config))    # before anything loads
 
     t = time.perf_counter()
-    model, calib, heldout, test = load_run_data(config)
+    model, calib, heldout, test = load_run_data(config, streamed=config.calib_batch_size is not None)
     times["load_s"] = time.perf_counter() - t
     with RunState(run_dir, config, fresh) as state:
         t = time.perf_counter()

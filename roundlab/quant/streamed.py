@@ -13,8 +13,11 @@ The forward is cut into segments (``Architecture.segments``: ViT/DeiT blocks, Sw
 norm + head; an architecture without them is one segment). The current segment's input is kept for all images —
 one block input, not every activation inside the blocks (DeiT-S: 197 × 384 values per image, half the image's own
 size) — so each pass runs from the target's own segment, not from the image. When a segment has no uncalibrated
-quantizer left, its outputs replace its inputs. A target's pass-0 inputs are also kept, up to
-:data:`PASS_CACHE_BYTES`, and later passes read them instead of running the segment again.
+quantizer left, its outputs replace its inputs. A target's pass-0 inputs are kept too, and later passes read them
+instead of running the segment again. Both are kept in a :class:`~roundlab.quant.batch_store.BatchStore`: in
+memory up to :data:`MEMORY_BYTES` in all, on disk beyond (bit for bit), so the process does not grow with the
+number of images; the first segment reads its images from the caller's
+:class:`~roundlab.data.image_batches.Images` (a tensor, or a dataset loaded batch by batch).
 
 With one batch covering all images the result is bit-identical to the one-pass calibration; with several it is the
 same exact search, its errors summed in float64 (a different pick only where two candidates nearly tie).
@@ -29,11 +32,13 @@ import torch
 from torch import nn
 
 from roundlab.errors import RoundlabError, check
+from roundlab.quant.batch_store import BatchStore
 from roundlab.quant.state import activation_quantizers, calibration_state
 from roundlab.quant.surgery import find_architecture
 
-#: Bytes of a target's pass-0 inputs kept for its pass 1 (beyond them, pass 1 runs the segment again).
-PASS_CACHE_BYTES = 256 * 2**20
+#: Bytes of host memory the kept batches (segment inputs, pass-0 inputs) may take; beyond them they go to disk.
+#: DeiT-S at 32 images needs 48 MB (its block inputs and its widest target's, the MLP's hidden activations).
+MEMORY_BYTES = 64 * 2**20
 
 
 class _Reached(Exception):
@@ -86,13 +91,28 @@ def _segments(model: nn.Module) -> list:
     return [stem] + list(chain)
 
 
-class _Target:
-    """The quantizer a segment's pass-0 run reaches first, its streamed search, and its cached pass-0 inputs."""
+class _Inputs:
+    """The current segment's input, batch by batch: the images at first, then each finished segment's outputs."""
 
-    def __init__(self, total_images: int, batches: int):
+    def __init__(self, images, batch_size: int, store):
+        self.images, self.store = images, store
+        self.bounds = [(s, min(s + batch_size, len(images))) for s in range(0, len(images), batch_size)]
+        self.counts = [b - a for a, b in self.bounds]
+
+    def get(self, i: int) -> torch.Tensor:
+        return self.store.get(("input", i)) if ("input", i) in self.store else self.images.batch(*self.bounds[i])
+
+    def set(self, i: int, x: torch.Tensor) -> None:
+        self.store.put(("input", i), x)
+
+
+class _Target:
+    """The quantizer a segment's pass-0 run reaches first, its streamed search, and its kept pass-0 inputs."""
+
+    def __init__(self, total_images: int, batches: int, store):
         self.total_images, self.batches, self.quantizer, self.search = total_images, batches, None, None
-        self.cache: dict[int, torch.Tensor] = {}
-        self.cached_bytes = 0
+        self.store = store
+        self.one_batch: torch.Tensor | None = None
 
     def observe(self, quantizer, x: torch.Tensor, images: int, batch: int) -> None:
         if self.quantizer is None:
@@ -101,72 +121,77 @@ class _Target:
             raise RoundlabError(f"streamed calibration: the forward reached {quantizer.describe()} first on one "
                                 f"batch and {self.quantizer.describe()} on another")
         self.search.observe(0, x, images)
-        size = x.untyped_storage().nbytes()     # a view (q, k, v of the qkv output) keeps its whole storage
-        if self.batches > 1 and size > x.numel() * x.element_size():
-            # compacted; kept as it is for one batch, whose search must see the one-pass layout (float32 mean)
-            x = x.clone(memory_format=torch.contiguous_format)
-            size = x.numel() * x.element_size()
-        if self.cached_bytes + size <= PASS_CACHE_BYTES:
-            self.cache[batch], self.cached_bytes = x, self.cached_bytes + size
+        if self.batches == 1:
+            self.one_batch = x      # as it is: one batch's search must see the one-pass layout (float32 mean)
+        else:
+            self.store.put(("pass0", batch), x)
+
+    def kept(self, batch: int) -> torch.Tensor:
+        return self.one_batch if self.batches == 1 else self.store.get(("pass0", batch))
+
+    def release(self) -> None:
+        self.one_batch = None
+        for i in range(self.batches):
+            self.store.discard(("pass0", i))
 
 
-def _calibrate_next(fn, quantizers: list, inputs: list, counts: list[int], last: bool) -> bool:
+def _calibrate_next(fn, quantizers: list, inputs: _Inputs, last: bool) -> bool:
     """Calibrate the first uncalibrated quantizer that the segment ``fn`` reaches and return True; or return False
     when it reaches none, after replacing ``inputs`` by the segment's outputs (unless it is the ``last``)."""
     pending = [q for q in quantizers if not q.calibrated]
-    target = _Target(sum(counts), len(counts))
-    for i, (x, n) in enumerate(zip(inputs, counts)):
-        with _pre_hooks(pending, lambda q, a, i=i, n=n: target.observe(q, a, n, i)):
-            out = _run(fn, x)
-        if (out is None) != (target.quantizer is not None):
-            raise RoundlabError("streamed calibration: the forward reached an uncalibrated quantizer on some batches "
-                                "and none on others")
-        if out is None:
-            continue
-        if last:
+    counts = inputs.counts
+    target = _Target(sum(counts), len(counts), inputs.store)
+    try:
+        for i, n in enumerate(counts):
+            with _pre_hooks(pending, lambda q, a, i=i, n=n: target.observe(q, a, n, i)):
+                out = _run(fn, inputs.get(i))
+            if (out is None) != (target.quantizer is not None):
+                raise RoundlabError("streamed calibration: the forward reached an uncalibrated quantizer on some "
+                                    "batches and none on others")
+            if out is None:
+                continue
+            if last:
+                return False
+            inputs.set(i, out)              # this segment is calibrated: its output is the next one's input
+        if target.quantizer is None:
             return False
-        inputs[i] = out                     # this segment is calibrated: its output is the next one's input
-    if target.quantizer is None:
-        return False
-    search = target.search
-    search.end_pass(0)
-    for pass_ in range(1, search.passes):
-        for i, (x, n) in enumerate(zip(inputs, counts)):
-            a = target.cache.get(i)
-            if a is None:
-                with _pre_hooks([target.quantizer], lambda q, t, p=pass_, n=n: search.observe(p, t, n)):
-                    _run(fn, x)
-            else:
-                search.observe(pass_, a, n)
-        search.end_pass(pass_)
-    search.finish()
-    return True
+        search = target.search
+        search.end_pass(0)
+        for pass_ in range(1, search.passes):
+            for i, n in enumerate(counts):
+                search.observe(pass_, target.kept(i), n)
+            search.end_pass(pass_)
+        search.finish()
+        return True
+    finally:
+        target.release()
 
 
-def calibrate_streamed(model: nn.Module, images: torch.Tensor, batch_size: int,
-                       weight: bool | None = None) -> nn.Module:
-    """Calibrate every activation quantizer of the quantized ``model`` on ``images``, ``batch_size`` images per
-    forward pass: the result of ``with calibration_mode(model, weight): model(images)``, without holding every
-    image's activations at once. Returns ``model``."""
+def calibrate_streamed(model: nn.Module, images, batch_size: int, weight: bool | None = None) -> nn.Module:
+    """Calibrate every activation quantizer of the quantized ``model`` on ``images`` (a tensor or
+    :class:`~roundlab.data.image_batches.Images`), ``batch_size`` images per forward pass: the result of
+    ``with calibration_mode(model, weight): model(images)``, without holding every image's activations at once.
+    Returns ``model``."""
+    from roundlab.data.image_batches import as_images
+
     check(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
           f"calibration batch size must be a positive integer, got {batch_size!r}")
-    check(images.shape[0] >= 1, "streamed calibration needs at least one image")
-    with calibration_state(model, weight), torch.no_grad():
+    images = as_images(images)
+    check(len(images) >= 1, "streamed calibration needs at least one image")
+    with calibration_state(model, weight), torch.no_grad(), BatchStore(MEMORY_BYTES) as store:
         quantizers = activation_quantizers(model)
         for q in quantizers:                # calibration_mode re-calibrates every one of them too
             q.reset()
-        _calibrate_chain(model, quantizers, images, batch_size)
+        _calibrate_chain(model, quantizers, _Inputs(images, batch_size, store))
     _return_freed_memory()
     return model
 
 
-def _calibrate_chain(model: nn.Module, quantizers: list, images: torch.Tensor, batch_size: int) -> None:
+def _calibrate_chain(model: nn.Module, quantizers: list, inputs: _Inputs) -> None:
     """Every segment in turn, each until it reaches no uncalibrated quantizer; its outputs feed the next."""
-    inputs = [images[i:i + batch_size] for i in range(0, images.shape[0], batch_size)]
-    counts = [x.shape[0] for x in inputs]
     chain = _segments(model)
     for k, fn in enumerate(chain):
-        while _calibrate_next(fn, quantizers, inputs, counts, last=k == len(chain) - 1):
+        while _calibrate_next(fn, quantizers, inputs, last=k == len(chain) - 1):
             pass
 
 

@@ -281,3 +281,47 @@ def test_the_zoo_calibrates_streamed_to_the_one_pass_grids(name, fmnist_calib, m
     for cls in (UniformQuantizer, Log2Quantizer):
         monkeypatch.setattr(cls, "search_stream", lambda self, total: _Collected(self, total))
     _assert_same_grids(_grids(_streamed(model, fmnist_calib, QuantConfig(), 3)), streamed)
+
+
+# -- what is kept between passes: memory up to a budget, then disk ---------------------------------------------------
+@pytest.mark.parametrize("name", ["vit", "swin"])
+def test_batches_kept_on_disk_give_the_grids_kept_in_memory(name, images, monkeypatch):
+    """A budget of 0 bytes sends every kept batch (block inputs, pass-0 inputs) to disk: the same grids, bit for bit,
+    and the files are gone afterwards."""
+    import roundlab.quant.streamed as streamed
+    from roundlab.quant.batch_store import BatchStore
+
+    model = build(name)
+    in_memory = _grids(_streamed(model, images, QuantConfig(), 3))
+    spilled = []
+
+    class Recording(BatchStore):
+        def close(self):
+            spilled.append((self.disk_bytes, self._dir))
+            super().close()
+
+    monkeypatch.setattr(streamed, "MEMORY_BYTES", 0)
+    monkeypatch.setattr(streamed, "BatchStore", Recording)
+    _assert_same_grids(in_memory, _grids(_streamed(model, images, QuantConfig(), 3)))
+    (disk_bytes, directory), = spilled
+    assert disk_bytes > 8 * 16 * 4 and directory is not None and not directory.exists()
+
+
+def test_images_loaded_batch_by_batch_give_the_grids_of_the_tensor(images):
+    """An Images source that makes each batch on demand (and counts the calls) calibrates as the tensor does."""
+    from roundlab.data import Images
+
+    calls = []
+
+    class OnDemand(Images):
+        def __len__(self):
+            return images.shape[0]
+
+        def batch(self, start, stop):
+            calls.append((start, stop))
+            return images[start:stop].clone()
+
+    model = build("deit")
+    ref = _grids(_streamed(model, images, QuantConfig(), 3))
+    _assert_same_grids(ref, _grids(_streamed(model, OnDemand(), QuantConfig(), 3)))
+    assert set(calls) == {(0, 3), (3, 6), (6, 8)}
