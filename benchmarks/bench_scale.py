@@ -74,7 +74,7 @@ class RandomImages(Images):
 def _images(name: str, model, n: int, imagenet: str | None, seed: int, device: str):
     """The calibration images as :class:`roundlab.data.Images`, loaded (or generated) batch by batch whenever a pass
     reads them, so that the run's peak memory is the pipeline's, not that of the benchmark holding the images."""
-    from roundlab.data import DatasetImages, calibration_indices, calibration_split_images, load_dataset
+    from roundlab.data import calibration_split_images, load_dataset
     from roundlab.zoo import ZOO
 
     if name in ZOO:                   # the zoo's own calibration split (Fashion-MNIST)
@@ -87,7 +87,7 @@ def _images(name: str, model, n: int, imagenet: str | None, seed: int, device: s
     if imagenet is None:
         return RandomImages(n, seed, device, timm_data_config(model)["input_size"])
     train = load_dataset("imagenet", "train", root=imagenet, data_config=timm_data_config(model))
-    return DatasetImages(train, calibration_indices(len(train), n, seed), device)
+    return calibration_split_images(train, n=n, n_heldout=0, seed=seed, device=device)[0]
 
 
 def _time_activation_calibration(times: dict) -> None:

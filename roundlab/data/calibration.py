@@ -29,10 +29,9 @@ def calibration_set(dataset, n: int = 32, seed: int = 0) -> torch.Tensor:
 
 def calibration_split(dataset, n: int = 32, n_heldout: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A calibration set of ``n`` images and a disjoint held-out set of ``n_heldout`` images from one permutation."""
-    _check_calibration_size(n)
-    idx = calibration_indices(len(dataset), n + n_heldout, seed)
-    calib = dataset.images_at(idx[:n])
-    heldout = dataset.images_at(idx[n:]) if n_heldout else calib.new_zeros((0, *calib.shape[1:]))
+    calib_idx, heldout_idx = _split_indices(dataset, n, n_heldout, seed)
+    calib = dataset.images_at(calib_idx)
+    heldout = dataset.images_at(heldout_idx) if n_heldout else calib.new_zeros((0, *calib.shape[1:]))
     return calib, heldout
 
 
@@ -41,9 +40,15 @@ def calibration_split_images(dataset, n: int = 32, n_heldout: int = 0, seed: int
     loaded batch by batch whenever a pass reads them instead of held in memory (streamed runs)."""
     from roundlab.data.image_batches import DatasetImages
 
+    calib_idx, heldout_idx = _split_indices(dataset, n, n_heldout, seed)
+    return DatasetImages(dataset, calib_idx, device), DatasetImages(dataset, heldout_idx, device)
+
+
+def _split_indices(dataset, n: int, n_heldout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration and held-out indices: the first ``n`` and the next ``n_heldout`` of one seeded permutation."""
     _check_calibration_size(n)
     idx = calibration_indices(len(dataset), n + n_heldout, seed)
-    return DatasetImages(dataset, idx[:n], device), DatasetImages(dataset, idx[n:], device)
+    return idx[:n], idx[n:]
 
 
 def _check_calibration_size(n) -> None:
