@@ -29,6 +29,20 @@ def test_the_split_as_images_is_the_split_as_tensors(dataset):
     lazy_c, lazy_h = calibration_split_images(dataset, n=9, n_heldout=4, seed=3)
     assert torch.equal(lazy_c.all(), calib) and torch.equal(lazy_h.all(), heldout)
     assert len(calibration_split_images(dataset, n=5)[1]) == 0
+    # each refers to its own selection, not to the whole dataset (an ImageNet folder's sample list stays freeable)
+    assert len(lazy_c.dataset) == 9 and len(lazy_h.dataset) == 4
+
+
+def test_the_split_of_a_dataset_without_select_reads_the_dataset(dataset):
+    class Rows:
+        def __len__(self):
+            return len(dataset)
+
+        def images_at(self, idx):
+            return dataset.images_at(idx)
+
+    lazy_c, _ = calibration_split_images(Rows(), n=9, n_heldout=4, seed=3)
+    assert torch.equal(lazy_c.all(), calibration_split(dataset, n=9, n_heldout=4, seed=3)[0])
 
 
 def test_a_tensor_passes_through_as_views():

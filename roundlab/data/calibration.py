@@ -37,11 +37,18 @@ def calibration_split(dataset, n: int = 32, n_heldout: int = 0, seed: int = 0) -
 
 def calibration_split_images(dataset, n: int = 32, n_heldout: int = 0, seed: int = 0, device="cpu"):
     """:func:`calibration_split`'s images as :class:`~roundlab.data.image_batches.DatasetImages`: the same images,
-    loaded batch by batch whenever a pass reads them instead of held in memory (streamed runs)."""
+    loaded batch by batch whenever a pass reads them instead of held in memory (streamed runs). Each refers to
+    ``dataset.select(indices)`` where the dataset has it, so neither keeps the rest of the dataset alive (an ImageNet
+    folder's list of 1.3 M samples)."""
     from roundlab.data.image_batches import DatasetImages
 
+    def images(idx):
+        if hasattr(dataset, "select"):
+            return DatasetImages(dataset.select(idx), range(len(idx)), device)
+        return DatasetImages(dataset, idx, device)
+
     calib_idx, heldout_idx = _split_indices(dataset, n, n_heldout, seed)
-    return DatasetImages(dataset, calib_idx, device), DatasetImages(dataset, heldout_idx, device)
+    return images(calib_idx), images(heldout_idx)
 
 
 def _split_indices(dataset, n: int, n_heldout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,9 +14,10 @@ norm + head; an architecture without them is one segment). The current segment's
 one block input, not every activation inside the blocks (DeiT-S: 197 × 384 values per image, half the image's own
 size) — so each pass runs from the target's own segment, not from the image. When a segment has no uncalibrated
 quantizer left, its outputs replace its inputs. A target's pass-0 inputs are kept too, and later passes read them
-instead of running the segment again. Both are kept in a :class:`~roundlab.quant.batch_store.BatchStore`: in
-memory up to :data:`MEMORY_BYTES` in all, on disk beyond (bit for bit), so the process does not grow with the
-number of images; the first segment reads its images from the caller's
+instead of running the segment again. Both are kept in a :class:`~roundlab.quant.batch_store.BatchStore`: on the
+accelerator up to :data:`DEVICE_BYTES`, in host memory up to :data:`MEMORY_BYTES`, on disk beyond (bit for bit), so
+neither the process nor the device grows with the number of images (with a single batch, which holds every image
+anyway, both stay as they are); the first segment reads its images from the caller's
 :class:`~roundlab.data.image_batches.Images` (a tensor, or a dataset loaded batch by batch).
 
 With one batch covering all images the result is bit-identical to the one-pass calibration; with several it is the
@@ -39,6 +40,9 @@ from roundlab.quant.surgery import find_architecture
 #: Bytes of host memory the kept batches (segment inputs, pass-0 inputs) may take; beyond them they go to disk.
 #: DeiT-S at 32 images needs 48 MB (its block inputs and its widest target's, the MLP's hidden activations).
 MEMORY_BYTES = 64 * 2**20
+#: Bytes of accelerator memory the kept batches may take (a CPU run has none); beyond them they go to the host
+#: tiers above. DeiT-S at 1024 images keeps 310 MB of block inputs and up to 1.2 GB of one target's pass-0 inputs.
+DEVICE_BYTES = 512 * 2**20
 
 
 class _Reached(Exception):
@@ -98,12 +102,18 @@ class _Inputs:
         self.images, self.store = images, store
         self.bounds = [(s, min(s + batch_size, len(images))) for s in range(0, len(images), batch_size)]
         self.counts = [b - a for a, b in self.bounds]
+        self.one_batch: torch.Tensor | None = None     # a single batch is kept as it is, never in the store
 
     def get(self, i: int) -> torch.Tensor:
+        if self.one_batch is not None:
+            return self.one_batch
         return self.store.get(("input", i)) if ("input", i) in self.store else self.images.batch(*self.bounds[i])
 
     def set(self, i: int, x: torch.Tensor) -> None:
-        self.store.put(("input", i), x)
+        if len(self.counts) == 1:
+            self.one_batch = x
+        else:
+            self.store.put(("input", i), x)
 
 
 class _Target:
@@ -145,9 +155,11 @@ def _calibrate_next(fn, quantizers: list, inputs: _Inputs, last: bool) -> bool:
         for i, n in enumerate(counts):
             with _pre_hooks(pending, lambda q, a, i=i, n=n: target.observe(q, a, n, i)):
                 out = _run(fn, inputs.get(i))
-            if (out is None) != (target.quantizer is not None):
+            if (out is None) != (target.quantizer is not None) or (i > 0 and (out is None) != first_reached):
                 raise RoundlabError("streamed calibration: the forward reached an uncalibrated quantizer on some "
                                     "batches and none on others")
+            if i == 0:
+                first_reached = out is None
             if out is None:
                 continue
             if last:
@@ -178,7 +190,7 @@ def calibrate_streamed(model: nn.Module, images, batch_size: int, weight: bool |
           f"calibration batch size must be a positive integer, got {batch_size!r}")
     images = as_images(images)
     check(len(images) >= 1, "streamed calibration needs at least one image")
-    with calibration_state(model, weight), torch.no_grad(), BatchStore(MEMORY_BYTES) as store:
+    with calibration_state(model, weight), torch.no_grad(), BatchStore(MEMORY_BYTES, device_bytes=DEVICE_BYTES) as store:
         quantizers = activation_quantizers(model)
         for q in quantizers:                # calibration_mode re-calibrates every one of them too
             q.reset()

@@ -50,7 +50,8 @@ def test_images_loaded_batch_by_batch_give_the_run_of_tensors(data_flow, images,
         def __len__(self):
             return images.shape[0]
 
-        def images_at(self, idx):
+        def images_at(self, idx):       # never more than one batch at a time (no pass makes a tensor of all)
+            assert len(idx) <= max(cfg.batch_size, cfg.calib_batch_size), len(idx)
             return images[torch.as_tensor(idx, dtype=torch.long)]
 
     cfg = _config(calib_batch_size=3, data_flow=data_flow, batch_size=5)

@@ -284,27 +284,99 @@ def test_the_zoo_calibrates_streamed_to_the_one_pass_grids(name, fmnist_calib, m
 
 
 # -- what is kept between passes: memory up to a budget, then disk ---------------------------------------------------
+class _Recording:
+    """A BatchStore factory whose stores record which kinds of key went to disk and were read back from it, which
+    keys were present at each put, and whether they were closed."""
+
+    def __init__(self):
+        from roundlab.quant.batch_store import BatchStore
+
+        self.written, self.read, self.present_at_put, self.closed = set(), set(), [], []
+        rec = self
+
+        class Store(BatchStore):
+            def put(self, key, x):
+                rec.present_at_put.append((key, set(self._kept) | set(self._spilled)))
+                super().put(key, x)
+                if key in self._spilled:
+                    rec.written.add(key[0])
+
+            def get(self, key):
+                if key in self._spilled:
+                    rec.read.add(key[0])
+                return super().get(key)
+
+            def close(self):
+                super().close()
+                rec.closed.append(self._file is None and len(self) == 0)
+
+        self.Store = Store
+
+
 @pytest.mark.parametrize("name", ["vit", "swin"])
 def test_batches_kept_on_disk_give_the_grids_kept_in_memory(name, images, monkeypatch):
-    """A budget of 0 bytes sends every kept batch (block inputs, pass-0 inputs) to disk: the same grids, bit for bit,
-    and the files are gone afterwards."""
+    """A budget of 0 bytes sends every kept batch — block inputs and pass-0 inputs — to disk, and later passes read
+    both back: the same grids, bit for bit, and the store is closed afterwards."""
     import roundlab.quant.streamed as streamed
-    from roundlab.quant.batch_store import BatchStore
 
     model = build(name)
     in_memory = _grids(_streamed(model, images, QuantConfig(), 3))
-    spilled = []
-
-    class Recording(BatchStore):
-        def close(self):
-            spilled.append((self.disk_bytes, self._dir))
-            super().close()
-
+    rec = _Recording()
     monkeypatch.setattr(streamed, "MEMORY_BYTES", 0)
-    monkeypatch.setattr(streamed, "BatchStore", Recording)
+    monkeypatch.setattr(streamed, "BatchStore", rec.Store)
     _assert_same_grids(in_memory, _grids(_streamed(model, images, QuantConfig(), 3)))
-    (disk_bytes, directory), = spilled
-    assert disk_bytes > 8 * 16 * 4 and directory is not None and not directory.exists()
+    assert rec.written == rec.read == {"input", "pass0"} and rec.closed == [True]
+
+
+def test_a_targets_kept_inputs_are_released_before_the_next_segment(images, monkeypatch):
+    """When a segment's outputs replace its inputs, no target's pass-0 inputs are still held."""
+    import roundlab.quant.streamed as streamed
+
+    rec = _Recording()
+    monkeypatch.setattr(streamed, "BatchStore", rec.Store)
+    _streamed(build("deit"), images, QuantConfig(), 3)
+    inputs = [present for key, present in rec.present_at_put if key[0] == "input"]
+    assert inputs and all(k[0] != "pass0" for present in inputs for k in present)
+
+
+def test_one_batch_is_kept_as_it_is_whatever_the_budget(images, monkeypatch):
+    """With a single batch (every image at once) nothing goes through the store, even at a 0-byte budget, and the
+    result is the one-pass calibration bit for bit."""
+    import roundlab.quant.streamed as streamed
+
+    rec = _Recording()
+    monkeypatch.setattr(streamed, "MEMORY_BYTES", 0)
+    monkeypatch.setattr(streamed, "BatchStore", rec.Store)
+    model = build("vit")
+    _assert_same_grids(_grids(_one_pass(model, images, QuantConfig())),
+                       _grids(_streamed(model, images, QuantConfig(), images.shape[0])))
+    assert rec.present_at_put == [] and rec.closed == [True]
+
+
+def test_a_failed_calibration_closes_its_store(images, monkeypatch):
+    import roundlab.quant.streamed as streamed
+
+    rec = _Recording()
+    monkeypatch.setattr(streamed, "MEMORY_BYTES", 0)
+    monkeypatch.setattr(streamed, "BatchStore", rec.Store)
+    bad = images.clone()
+    bad[7] = float("nan")                                       # the last batch: after batches were spilled
+    with pytest.raises(RoundlabError, match="NaN/Inf"):
+        _streamed(build("vit"), bad, QuantConfig(), 3)
+    assert rec.written and rec.closed == [True]
+
+
+def test_a_quantizer_reached_only_from_a_later_batch_is_one_clear_error(images, monkeypatch):
+    """A forward that reaches no quantizer on the first batch and one on the second (a data-dependent forward):
+    the same clear error as the other way round, not a failure deep inside the search."""
+    import roundlab.quant.streamed as streamed
+
+    model = quantize_model(build("vit"))
+    first = images[:3]
+    monkeypatch.setattr(streamed, "_segments",
+                        lambda m: [lambda x: x if torch.equal(x, first) else m(x), lambda x: x])
+    with pytest.raises(RoundlabError, match="reached an uncalibrated quantizer on some batches and none on others"):
+        calibrate_streamed(model, images, 3)
 
 
 def test_images_loaded_batch_by_batch_give_the_grids_of_the_tensor(images):
