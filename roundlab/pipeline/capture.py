@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from roundlab.heap import return_freed_memory
+
 
 class _Stop(Exception):
     pass
@@ -63,6 +65,8 @@ def stream_inputs(model: nn.Module, images, layers: dict[str, nn.Module], on_inp
                 model(batch)
             except _Stop:
                 pass
+            del batch
+            return_freed_memory()           # the batch's temporaries: see roundlab.heap
 
 
 def run_capturing(model: nn.Module, images, layers: dict[str, nn.Module],

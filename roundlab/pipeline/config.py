@@ -154,7 +154,8 @@ class ERQConfig:
     def digest(self) -> str:
         """A short hash of everything that changes the quantized weights.
 
-        Left out: where and how it runs (device, batch size, evaluation size, executor, workers). Fields added after
+        Left out: where and how it runs (device, batch size, evaluation size, executor, workers). In: the statistics
+        block size when it is not :data:`DIGEST_BLOCK_ROWS`. Fields added after
         the first release (:data:`LATER_FIELDS`) count only when they differ from their default, so older runs keep
         their digests. Computed once per config (it is frozen)."""
         cached = self.__dict__.get("_digest")
@@ -163,11 +164,17 @@ class ERQConfig:
             for k, default in LATER_FIELDS.items():
                 if d.get(k) == default:
                     del d[k]
+            from roundlab.pipeline.stats import BLOCK_ROWS
+            if BLOCK_ROWS != DIGEST_BLOCK_ROWS:     # the statistics' summation blocks: a resumed run must not mix them
+                d["stats_block_rows"] = BLOCK_ROWS
             cached = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
             object.__setattr__(self, "_digest", cached)
         return cached
 
 
+#: The statistics block size (``roundlab.pipeline.stats.BLOCK_ROWS``) the digest was defined with; another one is
+#: hashed too (it moves the float64 sums by ~1e-14, which can flip a near-tied rounding).
+DIGEST_BLOCK_ROWS = 4096
 #: Fields that never change the quantized weights.
 NOT_DIGESTED = ("device", "batch_size", "eval_images", "executor", "workers")
 #: Fields added later, with their defaults: in the digest only when set to something else.

@@ -28,10 +28,11 @@ F64 = torch.float64
 
 #: Rows per accumulation block (fixed: the float64 sums do not depend on how the images were batched). Every layer
 #: holds its remainder (< one block of float32 rows) between batches, all layers at once in the independent flow —
-#: DeiT-S: 1024 rows × 33k input channels ≈ 137 MB at most. 4096 held up to 4× that, and how close the remainder came
-#: to it grew with the number of images; the three zoo models give the same weights with either (records within
-#: 4e-14).
-BLOCK_ROWS = 1024
+#: DeiT-S: 256 rows × 33k input channels ≈ 34 MB at most; how close it comes to that bound does not depend on the
+#: number of images, but with one batch of few images it is small, so a smaller block keeps the peak for 1024 images
+#: near the one for 32. 4096 (until 393a0a3) held up to 540 MB, 1024 (until this change) 137 MB; the three zoo
+#: models give the same weights with each (records within 4e-14).
+BLOCK_ROWS = 256
 
 
 class LayerStats:
@@ -48,8 +49,11 @@ class LayerStats:
     def add(self, A: torch.Tensor, E0: torch.Tensor, e0: float) -> None:
         """One block: regressors ``A = [X̄ | 1]`` (n, D), the act-only error ``E₀`` (n, Dout) and ``Σ‖E₀‖²``."""
         G, R = A.T @ A, A.T @ E0
-        self.G = G if self.G is None else self.G + G
-        self.R = R if self.R is None else self.R + R
+        if self.G is None:
+            self.G, self.R = G, R
+        else:                           # in place: no third Gram-sized buffer per block (and no heap churn)
+            self.G.add_(G)
+            self.R.add_(R)
         self.e0 += e0
         self.N += A.shape[0]
         if self.keep_samples:
@@ -91,8 +95,8 @@ class RowBlocks:
     remainder per layer for every layer of a network, that is what the statistics pass holds beyond the forward.
     """
 
-    def __init__(self, consume, block_rows: int = BLOCK_ROWS):
-        self.consume, self.block_rows = consume, block_rows
+    def __init__(self, consume, block_rows: int | None = None):
+        self.consume, self.block_rows = consume, BLOCK_ROWS if block_rows is None else block_rows
         self._pieces: list[tuple[torch.Tensor, ...]] = []
         self._rows = 0
 

@@ -118,6 +118,18 @@ def test_bad_config_is_one_clear_error(bad, message):
         _config(**bad)
 
 
+def test_the_statistics_block_size_is_part_of_the_digest(monkeypatch):
+    """A run directory made with other summation blocks (an older roundlab) is not resumed into this one's."""
+    import roundlab.pipeline.stats as stats
+    from roundlab.pipeline.config import DIGEST_BLOCK_ROWS
+
+    digests = {}
+    for rows in (DIGEST_BLOCK_ROWS, 1024, 256):
+        monkeypatch.setattr(stats, "BLOCK_ROWS", rows)
+        digests[rows] = ERQConfig(solver="rr").digest()
+    assert len(set(digests.values())) == 3
+
+
 def test_device_auto_is_cuda_when_present_else_cpu(monkeypatch):
     """--device auto (the default) resolves once, in the config, so the run records the device it used."""
     from roundlab.pipeline.config import ERQConfig
