@@ -12,7 +12,8 @@ Fashion-MNIST calibration split. Weights of a timm name are random (``timm.creat
 timm finds local weights for the name (or ``--checkpoint`` for a single model); images are random tensors of the
 model's input size (seeded per image) unless ``--imagenet DIR`` names a class-folder tree read through each model's
 own timm data config. Either way they are generated or decoded batch by batch whenever a pass reads them
-(:class:`roundlab.data.Images`), never all held, so the peak memory is the pipeline's own.
+(:class:`roundlab.data.Images`), never all held, so the peak memory is the pipeline's own; that generation or
+decoding is inside the stage times (random images: about a millisecond per image and pass; JPEGs: more).
 Stages: ``calibrate_s`` (quantizer surgery, activation calibration — ``act_calibrate_s``, with the peak resident
 memory at its end, ``act_calibrate_peak_mb`` —, reparameterisation, and — ``layer_stats_s`` — every layer's streamed
 statistics), ``layers_s`` (per layer: Aqer, weight calibration, Wqer with the solver). Evaluation is not timed
