@@ -69,6 +69,7 @@ class BatchStore:
         self.discard(key)
         if x.requires_grad:
             x = x.detach()
+        x = x.resolve_conj().resolve_neg()          # lazy conjugate/negative views have no plain bytes
         if x.untyped_storage().nbytes() > _nbytes(x) or not x.is_contiguous():
             x = x.clone(memory_format=torch.contiguous_format)
         size, device = _nbytes(x), x.device

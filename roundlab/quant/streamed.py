@@ -110,8 +110,9 @@ class _Inputs:
         return self.store.get(("input", i)) if ("input", i) in self.store else self.images.batch(*self.bounds[i])
 
     def set(self, i: int, x: torch.Tensor) -> None:
-        if len(self.counts) == 1:
-            self.one_batch = x
+        if len(self.counts) == 1:           # copied out of a larger buffer it may be a view of, as the store does
+            big = x.untyped_storage().nbytes() > x.numel() * x.element_size()
+            self.one_batch = x.clone() if big else x
         else:
             self.store.put(("input", i), x)
 
@@ -161,10 +162,8 @@ def _calibrate_next(fn, quantizers: list, inputs: _Inputs, last: bool) -> bool:
                                     "batches and none on others")
             if i == 0:
                 first_reached = out is None
-            if out is None:
+            if out is None or last:         # the last segment still runs every batch: one may reach a quantizer
                 continue
-            if last:
-                return False
             inputs.set(i, out)              # this segment is calibrated: its output is the next one's input
         if target.quantizer is None:
             return False
@@ -192,7 +191,8 @@ def calibrate_streamed(model: nn.Module, images, batch_size: int, weight: bool |
           f"calibration batch size must be a positive integer, got {batch_size!r}")
     images = as_images(images)
     check(len(images) >= 1, "streamed calibration needs at least one image")
-    with calibration_state(model, weight), torch.no_grad(), BatchStore(MEMORY_BYTES, device_bytes=DEVICE_BYTES) as store:
+    store = BatchStore(MEMORY_BYTES, device_bytes=DEVICE_BYTES)
+    with calibration_state(model, weight), torch.no_grad(), store:
         quantizers = activation_quantizers(model)
         for q in quantizers:                # calibration_mode re-calibrates every one of them too
             q.reset()

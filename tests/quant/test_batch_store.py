@@ -121,6 +121,7 @@ def test_a_full_disk_is_one_clear_error_and_loses_no_other_batch(tmp_path, monke
         with pytest.raises(RoundlabError, match=r"cannot spill 4000 bytes .* \(set TMPDIR to a disk with room\)$"):
             store.put("b", _t(1000, 2))
         assert "b" not in store and f.end == 40 and torch.equal(store.get("a"), _t(10, 1))
+        assert os.fstat(f.file.fileno()).st_size == 40                        # the partial write is cut off
 
 
 class _Wrapped:
@@ -131,6 +132,14 @@ class _Wrapped:
 
     def __getattr__(self, name):
         return self._methods.get(name) or getattr(self._inner, name)
+
+
+def test_a_conjugate_view_is_stored_as_its_values():
+    x = torch.randn(4, 3, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    with BatchStore(memory_bytes=0) as store:
+        store.put(0, x.conj())
+        store.put(1, -x.imag)
+        assert torch.equal(store.get(0), x.conj()) and torch.equal(store.get(1), -x.imag)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
