@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import functools
 
+import torch
+
 
 @functools.lru_cache(maxsize=1)
 def _malloc_trim():
@@ -28,3 +30,13 @@ def return_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def shares_larger_storage(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a view into a storage larger than itself (keeping it would keep all of that alive)."""
+    return t.untyped_storage().nbytes() > t.numel() * t.element_size()
+
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """``t``, copied when it is a view of a larger storage (so that the rest of that storage can be freed)."""
+    return t.clone() if shares_larger_storage(t) else t

@@ -158,8 +158,8 @@ class ERQConfig:
         the first release (:data:`LATER_FIELDS`) count only when they differ from their default, so adding them
         changed no digest. In: the statistics block size when it is not :data:`DIGEST_BLOCK_ROWS` — which did change
         every digest when it became 256, so run directories of earlier versions (4096-row blocks, and 1024 in
-        393a0a3 until 017c3a9, under the same digest) are not resumed into, and start over. Computed once per config (it
-        is frozen)."""
+        393a0a3 until 017c3a9, under the same digest) are not resumed into, and start over. Computed once per config
+        (it is frozen)."""
         cached = self.__dict__.get("_digest")
         if cached is None:
             d = {k: v for k, v in self.to_dict().items() if k not in NOT_DIGESTED}

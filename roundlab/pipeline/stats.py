@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from roundlab.heap import compact
 from roundlab.pipeline.ridge import with_ones
 
 F64 = torch.float64
@@ -105,7 +106,7 @@ class RowBlocks:
         self._rows += X.shape[0]
         while self._rows >= self.block_rows:
             self._consume_block()
-        self._pieces = [tuple(_compact(t) for t in piece) for piece in self._pieces]   # less than a block
+        self._pieces = [tuple(compact(t) for t in piece) for piece in self._pieces]   # less than a block
 
     def _consume_block(self) -> None:
         """Hand over the first ``block_rows`` rows; keep the rest (views for now)."""
@@ -138,7 +139,3 @@ class RowBlocks:
         """Bytes of the storages the rows held between calls keep alive."""
         return sum(t.untyped_storage().nbytes() for piece in self._pieces for t in piece)
 
-
-def _compact(t: torch.Tensor) -> torch.Tensor:
-    """``t``, copied when it is a view of a larger storage (so that the rest of that storage can be freed)."""
-    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from roundlab.errors import RoundlabError
+from roundlab.heap import shares_larger_storage
 
 
 def _nbytes(x: torch.Tensor) -> int:
@@ -70,7 +71,7 @@ class BatchStore:
         if x.requires_grad:
             x = x.detach()
         x = x.resolve_conj().resolve_neg()          # lazy conjugate/negative views have no plain bytes
-        if x.untyped_storage().nbytes() > _nbytes(x) or not x.is_contiguous():
+        if shares_larger_storage(x) or not x.is_contiguous():
             x = x.clone(memory_format=torch.contiguous_format)
         size, device = _nbytes(x), x.device
         if device.type != "cpu":

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from roundlab.errors import RoundlabError, check
-from roundlab.heap import return_freed_memory
+from roundlab.heap import compact, return_freed_memory
 from roundlab.quant.batch_store import BatchStore
 from roundlab.quant.state import activation_quantizers, calibration_state
 from roundlab.quant.surgery import find_architecture
@@ -111,8 +111,7 @@ class _Inputs:
 
     def set(self, i: int, x: torch.Tensor) -> None:
         if len(self.counts) == 1:           # copied out of a larger buffer it may be a view of, as the store does
-            big = x.untyped_storage().nbytes() > x.numel() * x.element_size()
-            self.one_batch = x.clone() if big else x
+            self.one_batch = compact(x)
         else:
             self.store.put(("input", i), x)
 
