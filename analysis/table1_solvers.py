@@ -8,7 +8,8 @@ Like the paper's Table 1 (whose accuracies equal its Table 4 "Rounding" row), ev
 style) + Wqer's *rounding step only*: no Aqer, no ridge, so the solver is the only difference and every row faces
 the very same subproblems (25,350 rows on fmnist-vit, segment widths d = 1 … 128). Rows: the calibration-only
 baseline; the **exact optimum** (``bnb``: branch and bound warm-started from tabu, ``--exact-time-limit`` seconds per
-row; a row is optimal only when its search closed, otherwise it keeps its certified bound); the paper's MIQP
+row; a row is optimal only when its search closed, otherwise it keeps its certified bound; without bnb's Shor
+re-fits, :data:`EXACT_OPTIONS`); the paper's MIQP
 baseline through PuLP (HiGHS by default) with and without the proxy, on every row of every width, warm-started
 from greedy, ``--time-limit`` seconds per row (model building not included); Rounding Refinement (release and
 paper variants); AdaRound; greedy; tabu; GPTQ. The samples objective ("w/o proxy", N samples per row) has the same
@@ -84,6 +85,12 @@ class RowSpec:
     exact: bool = False
 
 
+#: The exact row's bnb options besides its time limit. No Shor re-fits (``refit``): with the ellipsoid bound they
+#: no longer prune. On six of the hardest d = 128 rows (open after 1 s) bnb took the same nodes with or without them
+#: (405 M vs 404 M on the hardest) and 136 s in all without them, 159 s with (one thread, 2026-12-01).
+EXACT_OPTIONS = {"refit": ()}
+
+
 def parse_settings(argv) -> tuple[Options, Settings]:
     def flags(p):
         p.add_argument("--time-limit", type=float, default=0.25, help="MIQP seconds per row subproblem (0.25)")
@@ -106,14 +113,14 @@ def parse_settings(argv) -> tuple[Options, Settings]:
 def rows_spec(st: Settings, smoke: bool) -> list[RowSpec]:
     """The table's rows. Smoke: bnb with a node budget on 2 rows per segment, MIQP on 1 row of each segment with
     d ≤ 2 (``analysis-sample``; the other rows keep greedy's answer and make no claim)."""
-    exact_solver, exact = "bnb", {"time_limit": st.exact_time_limit}
+    exact_solver, exact = "bnb", {**EXACT_OPTIONS, "time_limit": st.exact_time_limit}
     miqp, mopts = "miqp", {"backend": st.backend, "time_limit": st.time_limit, "warm_start": "greedy"}
 
     def sampled(solver, options, **how):
         return smoke_sample.NAME, {"solver": solver, "options": options, **how}
 
     if smoke:
-        exact_solver, exact = sampled("bnb", {**exact, "node_limit": 2000, "sweeps": 20, "refit": ()}, row_limit=2)
+        exact_solver, exact = sampled("bnb", {**exact, "node_limit": 2000, "sweeps": 20}, row_limit=2)
     where = f"{st.backend}, {st.time_limit:g} s/row" + (", smoke: 1 row/segment, d ≤ 2" if smoke else "")
 
     def mip(objective):

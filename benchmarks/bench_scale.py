@@ -117,6 +117,10 @@ def run_one(job: dict, queue) -> None:
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
+    if job.get("low_memory"):
+        from roundlab.heap import map_large_allocations
+
+        map_large_allocations()
     model, real = _model(job["model"], job["checkpoint"])
     cfg = ERQConfig(model=job["model"], solver=job["solver"], calib_images=job["images"], heldout_images=0,
                     device=job["device"], batch_size=job["batch_size"], calib_batch_size=job.get("calib_batch_size"))
@@ -183,6 +187,8 @@ def main(argv=None) -> None:
     p.add_argument("--calib-batch-size", type=int, default=None,
                    help="images per activation-calibration forward, streamed (default: all images in one pass)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads per run (0: torch's default)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="as `roundlab quantize --low-memory`: every allocation of 1 MiB or more its own mapping")
     p.add_argument("--out", default="runs/bench_scale.jsonl", help="JSON lines, one per run (appended)")
     p.add_argument("--smoke", action="store_true", help="timm's test_vit with 4 images: checks the script runs")
     args = p.parse_args(argv)
@@ -198,7 +204,8 @@ def main(argv=None) -> None:
             for solver in args.solvers.split(","):
                 job = {"model": model, "images": n, "solver": solver, "device": args.device,
                        "imagenet": args.imagenet, "checkpoint": args.checkpoint, "batch_size": args.batch_size,
-                       "calib_batch_size": args.calib_batch_size, "threads": args.threads}
+                       "calib_batch_size": args.calib_batch_size, "threads": args.threads,
+                       "low_memory": args.low_memory}
                 print(f"running {model}, {n} images, {solver} ...", file=sys.stderr, flush=True)
                 row = measure(job)
                 rows.append(row)

@@ -147,6 +147,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     _load_plugins(args.plugin)
     config = _config_from_args(args)
+    if args.low_memory:
+        from roundlab.heap import map_large_allocations
+
+        if not map_large_allocations():
+            print("roundlab: --low-memory has no effect here (the C library has no glibc mallopt)", file=sys.stderr)
     result = run_erq(config, run_dir=args.run_dir, fresh=args.fresh, progress=not args.quiet)
     print_table([result])
     print(f"results: {result['paths']['result']}")
@@ -230,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write results (default: runs/<model>-W<b>A<b>-<method>-<solver>-<hash>)")
     q.add_argument("--fresh", action="store_true", help="ignore a previous, interrupted run in --run-dir")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--low-memory", action="store_true",
+                   help="give every allocation of 1 MiB or more its own mapping, returned to the OS when freed "
+                        "(glibc; roundlab.heap): a lower peak with many calibration images, at a slower calibration")
     _add_plugin_flag(q)
     q.set_defaults(func=cmd_quantize)
 
