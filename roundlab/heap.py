@@ -21,20 +21,21 @@ import functools
 import torch
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
+def _libc(name: str):
+    """The C library's function ``name``, or None where it has none (macOS, musl, Windows)."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
 def _malloc_trim():
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, TypeError):
-        return None
+    return _libc("malloc_trim")
 
 
-@functools.lru_cache(maxsize=1)
 def _mallopt():
-    try:
-        return ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, TypeError):
-        return None
+    return _libc("mallopt")
 
 
 #: glibc's ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (malloc.h).
