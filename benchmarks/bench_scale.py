@@ -117,10 +117,11 @@ def run_one(job: dict, queue) -> None:
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
+    low_memory = False
     if job.get("low_memory"):
         from roundlab.heap import map_large_allocations
 
-        map_large_allocations()
+        low_memory = map_large_allocations()       # recorded: whether it took effect, not just whether asked
     model, real = _model(job["model"], job["checkpoint"])
     cfg = ERQConfig(model=job["model"], solver=job["solver"], calib_images=job["images"], heldout_images=0,
                     device=job["device"], batch_size=job["batch_size"], calib_batch_size=job.get("calib_batch_size"))
@@ -139,7 +140,7 @@ def run_one(job: dict, queue) -> None:
            "max_layer_s": max(r["time_s"] for r in records),
            "host_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cfg.device.startswith("cuda") else None,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "low_memory_applied": low_memory}
     queue.put(out)
 
 

@@ -151,7 +151,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         from roundlab.heap import map_large_allocations
 
         if not map_large_allocations():
-            print("roundlab: --low-memory has no effect here (the C library has no glibc mallopt)", file=sys.stderr)
+            print("roundlab: --low-memory has no effect here (no glibc mallopt, or it refused the threshold)",
+                  file=sys.stderr)
     result = run_erq(config, run_dir=args.run_dir, fresh=args.fresh, progress=not args.quiet)
     print_table([result])
     print(f"results: {result['paths']['result']}")
