@@ -7,8 +7,8 @@
 Like the paper's Table 1 (whose accuracies equal its Table 4 "Rounding" row), every row is calibration (RepQ-ViT
 style) + Wqer's *rounding step only*: no Aqer, no ridge, so the solver is the only difference and every row faces
 the very same subproblems (25,350 rows on fmnist-vit, segment widths d = 1 … 128). Rows: the calibration-only
-baseline; the **exact optimum** (``bnb``: branch and bound warm-started from tabu, ``--exact-time-limit`` seconds per
-row; a row is optimal only when its search closed, otherwise it keeps its certified bound; without bnb's Shor
+baseline; the **exact optimum** (``bnb``: branch and bound from greedy, tabu on the rows its probe leaves open,
+``--exact-time-limit`` seconds per row; a row is optimal only when its search closed, otherwise it keeps its certified bound; without bnb's Shor
 re-fits, :data:`EXACT_OPTIONS`); the paper's MIQP
 baseline through PuLP (HiGHS by default) with and without the proxy, on every row of every width, warm-started
 from greedy, ``--time-limit`` seconds per row (model building not included); Rounding Refinement (release and
@@ -16,7 +16,9 @@ paper variants); AdaRound; greedy; tabu; GPTQ. The samples objective ("w/o proxy
 optimum as the proxy on every row — its Gram matrix is M (ERQ_SPEC §11) — so the one exact row serves both.
 
 The exact and MIQP rows fan their rows out over ``--workers`` processes (``roundlab.fanout``, ``--chunk-rows`` rows
-per task) into the run's results store, so a killed table resumes where it stopped.
+per task; the exact row ``--exact-chunk-rows``, fewer, since its row times are heavy-tailed: a few d = 128 rows take
+minutes, so small tasks keep both workers busy to the end of a segment) into the run's results store, so a killed
+table resumes where it stopped.
 
 Columns (``table1_solvers.csv``): quantization wall time (calibration + Σ per-layer time), top-1, agreement with the
 FP model, KL(FP‖Q); summed Wqer objective Σ δMδᵀ; ``share_claimed_optimal`` (rows the solver itself proved
@@ -70,6 +72,7 @@ class Settings:
     exact_time_limit: float
     workers: int
     chunk_rows: int
+    exact_chunk_rows: int
     only: tuple[int, ...] | None
 
 
@@ -98,7 +101,9 @@ def parse_settings(argv) -> tuple[Options, Settings]:
                        help="bnb seconds per row (120: 25,027 of the 25,030 rows proven, 2246 s with one worker); "
                             "a row not closed within it keeps its certified bound")
         p.add_argument("--workers", type=int, default=2, help="worker processes of the exact and MIQP rows (2)")
-        p.add_argument("--chunk-rows", type=int, default=16, help="rows per fanned-out task (16)")
+        p.add_argument("--chunk-rows", type=int, default=16, help="rows per fanned-out MIQP task (16)")
+        p.add_argument("--exact-chunk-rows", type=int, default=4,
+                       help="rows per fanned-out task of the exact row (4: its row times are heavy-tailed)")
         p.add_argument("--backend", default="highs", help="miqp backend: highs | cbc | scip | cvxpy-scip | gurobi")
         p.add_argument("--only", default=None, help="comma-separated row numbers to run (0 = baseline, 1 = exact)")
 
@@ -107,6 +112,7 @@ def parse_settings(argv) -> tuple[Options, Settings]:
         ns.time_limit, ns.exact_time_limit, ns.workers = 0.05, 1.0, 1
     return opts, Settings(backend=ns.backend, time_limit=ns.time_limit, exact_time_limit=ns.exact_time_limit,
                           workers=ns.workers, chunk_rows=ns.chunk_rows,
+                          exact_chunk_rows=ns.exact_chunk_rows,
                           only=tuple(int(i) for i in ns.only.split(",")) if ns.only else None)
 
 
@@ -149,7 +155,7 @@ def run_row(opts: Options, st: Settings, spec: RowSpec):
         return cfg, cached_run(cfg, opts.runs, legacy_ok=LEGACY)
     fan = {}
     if spec.fanned and not opts.smoke:     # smoke: one task per segment (its sample is per solver call)
-        fan = {"chunk_rows": st.chunk_rows}
+        fan = {"chunk_rows": st.exact_chunk_rows if spec.exact else st.chunk_rows}
         if st.workers > 1:
             fan.update(executor="process", workers=st.workers)
     cfg = opts.config("wqer", ridge=False, solver=spec.solver, solver_options=spec.options, **fan)

@@ -83,7 +83,7 @@ def seeded_start(problem: RoundingProblem, init: torch.Tensor | None, start: str
 
 
 #: Config options that name another solver as the start (checked against the registry by :meth:`Solver.check`).
-START_OPTIONS = ("start", "warm_start")
+START_OPTIONS = ("start", "warm_start", "polish")
 
 
 def check_start(name: str, value, own: str) -> None:

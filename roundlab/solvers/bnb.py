@@ -1,7 +1,7 @@
 """``bnb``: exact rounding by branch and bound, row by row — anytime, with a certified bound on every row.
 
 Per row (free elements only), around the warm start ``δ⁰`` (``init``, else the ``warm_start`` solver's answer,
-default ``tabu``): the objective is written as several *convex* forms that agree with ``δMδᵀ`` on every rounding
+default ``greedy``): the objective is written as several *convex* forms that agree with ``δMδᵀ`` on every rounding
 (``qcr.py``: the plain Cholesky form, ``u = 0``, and the quadratic convex reformulation with Shor's SDP multipliers,
 computed batched by the mixing method of ``bound.py``, for the whole row and re-fitted to the subproblems left deeper
 in the search), and a depth-first Schnorr–Euchner enumeration
@@ -9,8 +9,9 @@ in the search), and a depth-first Schnorr–Euchner enumeration
 (V-BLAST order) — pruning a node when the largest of its forms' partial-sum bounds reaches the incumbent. Shor's multipliers cost
 more than a narrow row's whole search (three mixing-method fits of 300 sweeps, against ~1 ms of search at d = 32),
 so every row is first *probed* with the plain form alone (``probe_nodes``, default 50,000 nodes, a few ms): rows it
-closes are done, and only the rows still open get Shor's forms (fitted to those rows only) and the full search,
-around the probe's incumbent, within what their budget has left.
+closes are done, and only the rows still open get a stronger start (the ``polish`` solver, default ``tabu``, from
+the probe's incumbent: on a narrow row it costs several times the whole search, so it is paid only where the search
+goes on), Shor's forms (fitted to those rows only) and the full search, within what their budget has left.
 
 Claims, per row: ``optimal`` only when the search closed (then ``bound = incumbent·(1 − gap_tol)`` minus the forms'
 round-off allowance); ``time_limit`` when ``time_limit`` seconds or ``node_limit`` nodes ran out, with the smallest
@@ -36,13 +37,15 @@ from roundlab.solvers.base import (CODE, Solution, Solver, SolverConfig, check_b
 from roundlab.solvers.bound import shor_multipliers
 from roundlab.solvers.ellipsoid import Ellipsoid, ellipsoid
 from roundlab.solvers.qcr import RowQP, build_forms, definite_multipliers, row_qps, vblast_order
-from roundlab.solvers.registry import register_solver
+from roundlab.solvers.registry import get_solver, register_solver
 from roundlab.solvers.triangle import triangle_bound
 
 
 @dataclass(frozen=True)
 class BnbConfig(SolverConfig):
-    warm_start: str | None = "tabu"   # solver whose answer is the first incumbent when no init is given; None: nearest
+    warm_start: str | None = "greedy"  # solver whose answer is the first incumbent when no init is given; None: nearest
+    polish: str | None = "tabu"       # rows the probe leaves open: this solver's answer from the probe's incumbent
+                                      # is the full search's start where it is better (None: the probe's incumbent)
     time_limit: float | None = 60.0   # seconds per row (None: no limit)
     node_limit: int | None = None     # nodes per row (None: no limit)
     probe_nodes: int | None = 50000   # first search every row with the plain bound alone for this many nodes; only
@@ -66,6 +69,7 @@ class BnbConfig(SolverConfig):
 
     def validate(self):
         check_start("warm_start", self.warm_start, "bnb")
+        check_start("polish", self.polish, "bnb")
         check_float("time_limit", self.time_limit, 0.0, 1e9, lo_open=True, none=True)
         check_int("node_limit", self.node_limit, 1, none=True)
         check_int("probe_nodes", self.probe_nodes, 1, none=True)
@@ -248,6 +252,8 @@ class BranchAndBound(Solver):
         todo = torch.arange(problem.rows)
         if cfg.probe_nodes is not None:
             todo = self._probe(problem, out)                  # the plain bound alone; rows it closes are done
+        if len(todo) and cfg.polish is not None:
+            self._polish(problem.subproblem(todo), out, todo)   # a stronger start where the search goes on
         if len(todo):
             self._search(problem.subproblem(todo), out, todo)  # Shor's forms, fitted to the open rows only
         from roundlab.solvers.bnb_kernel import COMPILED
@@ -285,6 +291,16 @@ class BranchAndBound(Solver):
             if not res.closed:
                 still.append(r)
         return torch.tensor(still, dtype=torch.long)
+
+    def _polish(self, sub, out: RowsOut, rows: torch.Tensor) -> None:
+        """The ``polish`` solver's answer from the incumbents of rows ``rows`` (``sub`` = their problem) replaces
+        them where strictly better; its time is shared out over those rows' clocks (their budgets pay for it)."""
+        t0 = time.perf_counter()
+        start = out.delta[rows]
+        cand = get_solver(self.config.polish)(sub, init=start).delta
+        better = sub.objective(cand) < sub.objective(start)
+        out.delta[rows[better.cpu()]] = cand[better]
+        out.row_time[rows] += (time.perf_counter() - t0) / len(rows)
 
     def _search(self, sub, out: RowsOut, rows: torch.Tensor) -> None:
         """The full search on the rows ``rows`` of the answer (``sub`` = those rows' problem), around their

@@ -154,7 +154,7 @@ def test_bnb_runs_through_the_results_store_and_a_rerun_reuses_every_answer(tmp_
     ({"time_limit": -1.0}, "time_limit"), ({"node_limit": 0}, "node_limit"), ({"node_limit": -5}, "node_limit"),
     ({"gap_tol": -1e-3}, "gap_tol"), ({"order": "random"}, "order"), ({"refit": (1.5,)}, "refit"),
     ({"warm_start": "bnb"}, "warm_start"), ({"tries": 3}, "unknown option"), ({"shor": "yes"}, "shor"),
-    ({"probe_nodes": 0}, "probe_nodes"),
+    ({"probe_nodes": 0}, "probe_nodes"), ({"polish": "bnb"}, "polish"), ({"polish": 3}, "polish"),
 ])
 def test_bad_options_are_one_clear_error(opts, match):
     with pytest.raises(RoundlabError, match=match) as e:
@@ -162,9 +162,39 @@ def test_bad_options_are_one_clear_error(opts, match):
     assert "\n" not in str(e.value)
 
 
-def test_unknown_warm_start_solver_is_one_clear_error():
+@pytest.mark.parametrize("option", ["warm_start", "polish"])
+def test_unknown_start_solver_is_one_clear_error(option):
     with pytest.raises(RoundlabError, match="unknown solver"):
-        get_solver("bnb", warm_start="nope")(vit_like_problem(1, 4))
+        get_solver("bnb", **{option: "nope"})(vit_like_problem(1, 4))
+
+
+def test_polish_runs_only_on_the_rows_the_probe_leaves_open_and_keeps_the_proof(monkeypatch):
+    """The polish solver sees exactly the open rows, from the probe's incumbents; the answers stay optimal."""
+    from roundlab.solvers import bnb as bnb_module
+
+    seen = []
+    real = bnb_module.get_solver
+
+    def spy(name, **kw):
+        solver = real(name, **kw)
+        if name == "tabu":
+            def call(problem, init=None):
+                seen.append((problem.rows, init is not None))
+                return solver(problem, init=init)
+            return call
+        return solver
+
+    monkeypatch.setattr(bnb_module, "get_solver", spy)
+    p = vit_like_problem(6, 40, seed=4)
+    opt = get_solver("bnb", polish=None, probe_nodes=None)(p)
+    res = get_solver("bnb", probe_nodes=30)(p)
+    open_rows = p.rows - res.info["probe_closed"]
+    assert open_rows > 0 and seen == [(open_rows, True)]
+    torch.testing.assert_close(res.objective, opt.objective, rtol=1e-9, atol=1e-30)
+    assert all(s is Status.OPTIMAL for s in res.status)
+    seen.clear()
+    closed = get_solver("bnb", probe_nodes=10 ** 7)(p)        # the probe closes every row: nothing to polish
+    assert closed.info["probe_closed"] == p.rows and seen == []
 
 
 def test_leaf_values_match_the_objective_on_ill_conditioned_rows():
