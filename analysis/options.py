@@ -47,6 +47,17 @@ class Options:
         return ERQConfig.for_method(method, **{**base, **overrides})
 
 
+def positive_int(text: str) -> int:
+    """argparse ``type`` for counts that must be at least 1 (workers, rows per task)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def parse(doc: str, argv=None, *, full_eval: int | None = None, models: bool | str = False,
           extra: Callable[[argparse.ArgumentParser], None] | None = None) -> tuple[Options, argparse.Namespace]:
     """Parse the shared flags (plus ``--models`` when ``models`` is set, and what ``extra`` adds).

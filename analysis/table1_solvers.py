@@ -42,7 +42,7 @@ from analysis.csvout import write_csv
 from analysis.log import log
 from analysis.optimum import Rows, breakdown, check_aligned, compare, segment_rows
 from analysis.row_times import timing_by_width
-from analysis.options import Options, parse
+from analysis.options import Options, parse, positive_int
 from analysis.runs import cached_run, load_predictions, metrics_row, settings
 from analysis.stats import paired_difference
 from analysis.table1_exact_plot import plot_exact
@@ -100,9 +100,10 @@ def parse_settings(argv) -> tuple[Options, Settings]:
         p.add_argument("--exact-time-limit", type=float, default=120.0,
                        help="bnb seconds per row (120: 25,027 of the 25,030 rows proven, 2246 s with one worker); "
                             "a row not closed within it keeps its certified bound")
-        p.add_argument("--workers", type=int, default=2, help="worker processes of the exact and MIQP rows (2)")
-        p.add_argument("--chunk-rows", type=int, default=16, help="rows per fanned-out MIQP task (16)")
-        p.add_argument("--exact-chunk-rows", type=int, default=4,
+        p.add_argument("--workers", type=positive_int, default=2,
+                       help="worker processes of the exact and MIQP rows (2)")
+        p.add_argument("--chunk-rows", type=positive_int, default=16, help="rows per fanned-out MIQP task (16)")
+        p.add_argument("--exact-chunk-rows", type=positive_int, default=4,
                        help="rows per fanned-out task of the exact row (4: its row times are heavy-tailed)")
         p.add_argument("--backend", default="highs", help="miqp backend: highs | cbc | scip | cvxpy-scip | gurobi")
         p.add_argument("--only", default=None, help="comma-separated row numbers to run (0 = baseline, 1 = exact)")

@@ -6,8 +6,8 @@ heuristic is from the proven optimum.
     python benchmarks/bench_exact.py --max-rows-per-d 20 --time-limit 60 --workers 1   # a sample per width
 
 Workload: the Wqer rounding problems as Table 1 poses them (calibration + Wqer's rounding step alone: no Aqer, no
-ridge; 32 calibration images), i.e. exactly the rows Table 1 solves. Every row is solved by ``bnb`` (warm start
-tabu, ``--time-limit`` seconds per row) through the package's fan-out (``--executor``/``--workers``,
+ridge; 32 calibration images), i.e. exactly the rows Table 1 solves. Every row is solved by ``bnb`` (from greedy,
+tabu on the rows its probe leaves open, ``--time-limit`` seconds per row) through the package's fan-out (``--executor``/``--workers``,
 ``--chunk-rows`` rows per task) into a results store (``--store``), so a killed run resumes where it stopped. The heuristics (nearest, rr, gptq, greedy, tabu) are
 run on the same rows; their summed objective over the summed proven optimum is reported per width. The samples
 objective ("MIQP w/o proxy") has the same optimum on every row — its Gram matrix is M — so one exact row serves both.

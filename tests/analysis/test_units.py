@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from analysis import stats
-from analysis.options import SMOKE, parse
+from analysis.options import SMOKE, parse, positive_int
 from analysis.problem_log import PROBLEMS, open_log, read_problems
 
 
@@ -172,3 +172,15 @@ def test_row_times_per_width_come_from_the_results_store(tmp_path):
     for v in t.values():
         assert 0 < v["median_row_s"] <= v["p90_row_s"] <= v["max_row_s"] and v["nodes_per_s"] > 0
     assert timing_by_width(tmp_path / "none") == {}
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--chunk-rows", "--exact-chunk-rows"])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_table1_counts_must_be_positive_integers(flag, value, capsys):
+    from analysis.table1_solvers import parse_settings
+
+    with pytest.raises(SystemExit):
+        parse_settings([flag, value])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in err and "positive integer" in err
+    assert positive_int("4") == 4
