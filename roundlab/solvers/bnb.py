@@ -8,10 +8,13 @@ in the search), and a depth-first Schnorr–Euchner enumeration
 (``bnb_kernel.py``, compiled by numba where installed) fixes one element at a time — the best-determined first
 (V-BLAST order) — pruning a node when the largest of its forms' partial-sum bounds reaches the incumbent. Shor's multipliers cost
 more than a narrow row's whole search (three mixing-method fits of 300 sweeps, against ~1 ms of search at d = 32),
-so every row is first *probed* with the plain form alone (``probe_nodes``, default 50,000 nodes, a few ms): rows it
-closes are done, and only the rows still open get a stronger start (the ``polish`` solver, default ``tabu``, from
-the probe's incumbent: on a narrow row it costs several times the whole search, so it is paid only where the search
-goes on), Shor's forms (fitted to those rows only) and the full search, within what their budget has left.
+so every row is first *probed* with the plain form alone (``probe_nodes``, default 200,000 nodes, a few ms to tens
+of ms): rows it closes are done. The wide rows still open (``polish_min_free``) get a stronger start — the
+``polish`` solver, default ``tabu``, from the probe's incumbent, and a second probe where it found a better point
+(on Table 1's d = 64 rows the polish cost ~5× the whole search, ~0.3 s a call; on one of five hard d = 128 rows it
+cut the search 2.5×). The rows still open then get Shor's forms (fitted to those rows only) and the full search,
+within what their budget has left. Row times include every row's share of the batched work (warm start, polish,
+Shor fits), so they add up to the call's time.
 
 Claims, per row: ``optimal`` only when the search closed (then ``bound = incumbent·(1 − gap_tol)`` minus the forms'
 round-off allowance); ``time_limit`` when ``time_limit`` seconds or ``node_limit`` nodes ran out, with the smallest
@@ -46,9 +49,11 @@ class BnbConfig(SolverConfig):
     warm_start: str | None = "greedy"  # solver whose answer is the first incumbent when no init is given; None: nearest
     polish: str | None = "tabu"       # rows the probe leaves open: this solver's answer from the probe's incumbent
                                       # is the full search's start where it is better (None: the probe's incumbent)
+    polish_min_free: int = 96         # ... on rows with at least this many free elements (narrower rows close
+                                      # faster than the polish runs)
     time_limit: float | None = 60.0   # seconds per row (None: no limit)
     node_limit: int | None = None     # nodes per row (None: no limit)
-    probe_nodes: int | None = 50000   # first search every row with the plain bound alone for this many nodes; only
+    probe_nodes: int | None = 200000  # first search every row with the plain bound alone for this many nodes; only
                                       # the rows still open get Shor's multipliers (None: fit them for every row)
     gap_tol: float = 1e-9             # prune nodes whose bound reaches incumbent·(1 − gap_tol)
     shor: bool = True                 # add the Shor-multiplier form (rows with at least shor_min_free free elements)
@@ -70,6 +75,7 @@ class BnbConfig(SolverConfig):
     def validate(self):
         check_start("warm_start", self.warm_start, "bnb")
         check_start("polish", self.polish, "bnb")
+        check_int("polish_min_free", self.polish_min_free, 1)
         check_float("time_limit", self.time_limit, 0.0, 1e9, lo_open=True, none=True)
         check_int("node_limit", self.node_limit, 1, none=True)
         check_int("probe_nodes", self.probe_nodes, 1, none=True)
@@ -247,18 +253,28 @@ class BranchAndBound(Solver):
 
     def solve(self, problem, init):
         cfg = self.config
+        t0 = time.perf_counter()
         warm = seeded_start(problem, init, cfg.warm_start)
         out = RowsOut.start(warm)
+        out.row_time += (time.perf_counter() - t0) / max(problem.rows, 1)   # batched work, shared out over its rows
         todo = torch.arange(problem.rows)
+        counts = {"probe_closed": 0, "polished": 0, "reprobe_closed": 0}
         if cfg.probe_nodes is not None:
-            todo = self._probe(problem, out)                  # the plain bound alone; rows it closes are done
-        if len(todo) and cfg.polish is not None:
-            self._polish(problem.subproblem(todo), out, todo)   # a stronger start where the search goes on
+            todo = self._probe(problem, out, todo)           # the plain bound alone; rows it closes are done
+            counts["probe_closed"] = problem.rows - len(todo)
+        wide = todo[problem.free.cpu()[todo].sum(1) >= cfg.polish_min_free]
+        if len(wide) and cfg.polish is not None:
+            better = self._polish(problem.subproblem(wide), out, wide)   # a stronger start where the search goes on
+            counts["polished"] = len(better)
+            if cfg.probe_nodes is not None and len(better):   # probed again from it: the closer start often closes
+                still = self._probe(problem, out, better)     # the row with the plain bound after all
+                counts["reprobe_closed"] = len(better) - len(still)
+                todo = todo[~torch.isin(todo, better) | torch.isin(todo, still)]
         if len(todo):
             self._search(problem.subproblem(todo), out, todo)  # Shor's forms, fitted to the open rows only
         from roundlab.solvers.bnb_kernel import COMPILED
 
-        info = {"compiled": COMPILED, "nodes": int(out.nodes.sum()), "probe_closed": problem.rows - len(todo),
+        info = {"compiled": COMPILED, "nodes": int(out.nodes.sum()), **counts, "searched": len(todo),
                 "warm_start": "init" if init is not None else (cfg.warm_start or "nearest")}
         return Solution(out.delta, out.codes, bound=out.bound, iterations=out.nodes, row_time=out.row_time,
                         info=info)
@@ -272,35 +288,40 @@ class BranchAndBound(Solver):
         out.bound[r] = max(float(out.delta[r] @ M_row @ out.delta[r]), 0.0)
         out.codes[r] = CODE[Status.OPTIMAL]
 
-    def _probe(self, problem, out: RowsOut) -> torch.Tensor:
-        """Every row searched with the plain (Cholesky) bound for at most ``probe_nodes`` nodes; returns the rows
-        still open. Most narrow rows close here in well under a millisecond, before any Shor fit is paid for."""
+    def _probe(self, problem, out: RowsOut, rows: torch.Tensor) -> torch.Tensor:
+        """Rows ``rows`` searched from their incumbents with the plain (Cholesky) bound for at most ``probe_nodes``
+        nodes each (within what their budget has left); returns those still open. Most narrow rows close here in
+        well under a millisecond, before any Shor fit is paid for."""
         cfg = self.config
-        qps, flipped = row_qps(problem, out.delta), problem.flipped(out.delta)
-        limit = self.budget()
-        probe = Budget(min(cfg.probe_nodes, limit.nodes or cfg.probe_nodes), limit.seconds)
+        sub = problem.subproblem(rows)
+        qps, flipped = row_qps(sub, out.delta[rows]), sub.flipped(out.delta[rows])
         still = []
-        for r, qp in enumerate(qps):
+        for i, qp in enumerate(qps):
+            r = int(rows[i])
             if qp is None:
-                self._trivial(row_M(problem, r), out, r)
+                self._trivial(row_M(sub, i), out, r)
                 continue
+            left = self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
+            probe = Budget(min(cfg.probe_nodes, cfg.probe_nodes if left.nodes is None else left.nodes), left.seconds)
             t0 = time.perf_counter()
             zero = np.zeros(qp.k)
             res = search_row(qp, {"plain": (zero, None)}, enumeration_order(qp, zero, cfg.order), cfg, probe, False)
-            out.record(r, qp, res, flipped[r], time.perf_counter() - t0)
+            out.record(r, qp, res, flipped[i], time.perf_counter() - t0)
             if not res.closed:
                 still.append(r)
         return torch.tensor(still, dtype=torch.long)
 
-    def _polish(self, sub, out: RowsOut, rows: torch.Tensor) -> None:
+    def _polish(self, sub, out: RowsOut, rows: torch.Tensor) -> torch.Tensor:
         """The ``polish`` solver's answer from the incumbents of rows ``rows`` (``sub`` = their problem) replaces
-        them where strictly better; its time is shared out over those rows' clocks (their budgets pay for it)."""
+        them where strictly better; its time is shared out over those rows' clocks (their budgets pay for it).
+        Returns the rows it improved."""
         t0 = time.perf_counter()
         start = out.delta[rows]
         cand = get_solver(self.config.polish)(sub, init=start).delta
-        better = sub.objective(cand) < sub.objective(start)
-        out.delta[rows[better.cpu()]] = cand[better]
+        better = (sub.objective(cand) < sub.objective(start)).cpu()
+        out.delta[rows[better]] = cand[better.to(cand.device)]
         out.row_time[rows] += (time.perf_counter() - t0) / len(rows)
+        return rows[better]
 
     def _search(self, sub, out: RowsOut, rows: torch.Tensor) -> None:
         """The full search on the rows ``rows`` of the answer (``sub`` = those rows' problem), around their
@@ -308,7 +329,9 @@ class BranchAndBound(Solver):
         cfg = self.config
         warm = out.delta[rows]
         qps = row_qps(sub, warm)
+        t0 = time.perf_counter()
         multipliers, orders = shor_forms(sub, warm, qps, cfg)
+        out.row_time[rows] += (time.perf_counter() - t0) / len(rows)   # the batched fits, shared out
         flipped = sub.flipped(warm)
         for i, qp in enumerate(tqdm(qps, desc="bnb rows", unit="row", disable=not cfg.progress)):
             r = int(rows[i])

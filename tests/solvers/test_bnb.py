@@ -155,6 +155,7 @@ def test_bnb_runs_through_the_results_store_and_a_rerun_reuses_every_answer(tmp_
     ({"gap_tol": -1e-3}, "gap_tol"), ({"order": "random"}, "order"), ({"refit": (1.5,)}, "refit"),
     ({"warm_start": "bnb"}, "warm_start"), ({"tries": 3}, "unknown option"), ({"shor": "yes"}, "shor"),
     ({"probe_nodes": 0}, "probe_nodes"), ({"polish": "bnb"}, "polish"), ({"polish": 3}, "polish"),
+    ({"polish_min_free": 0}, "polish_min_free"),
 ])
 def test_bad_options_are_one_clear_error(opts, match):
     with pytest.raises(RoundlabError, match=match) as e:
@@ -187,14 +188,25 @@ def test_polish_runs_only_on_the_rows_the_probe_leaves_open_and_keeps_the_proof(
     monkeypatch.setattr(bnb_module, "get_solver", spy)
     p = vit_like_problem(6, 40, seed=4)
     opt = get_solver("bnb", polish=None, probe_nodes=None)(p)
-    res = get_solver("bnb", probe_nodes=30)(p)
+    res = get_solver("bnb", probe_nodes=30, polish_min_free=1)(p)
     open_rows = p.rows - res.info["probe_closed"]
     assert open_rows > 0 and seen == [(open_rows, True)]
+    assert res.info["searched"] == open_rows - res.info["reprobe_closed"]
+    assert res.info["reprobe_closed"] <= res.info["polished"] <= open_rows
     torch.testing.assert_close(res.objective, opt.objective, rtol=1e-9, atol=1e-30)
     assert all(s is Status.OPTIMAL for s in res.status)
     seen.clear()
-    closed = get_solver("bnb", probe_nodes=10 ** 7)(p)        # the probe closes every row: nothing to polish
+    closed = get_solver("bnb", probe_nodes=10 ** 7, polish_min_free=1)(p)   # the probe closes every row
     assert closed.info["probe_closed"] == p.rows and seen == []
+    narrow = get_solver("bnb", probe_nodes=30, polish_min_free=41)(p)       # no row has 41 free elements
+    assert narrow.info["polished"] == 0 and seen == []
+    torch.testing.assert_close(narrow.objective, opt.objective, rtol=1e-9, atol=1e-30)
+
+
+def test_row_times_add_up_to_the_call_including_the_batched_work():
+    p = vit_like_problem(6, 40, seed=4)
+    res = get_solver("bnb", probe_nodes=30, polish_min_free=1)(p)
+    assert float(res.row_time.sum()) == pytest.approx(res.time, rel=0.25)
 
 
 def test_leaf_values_match_the_objective_on_ill_conditioned_rows():
