@@ -258,14 +258,14 @@ class BranchAndBound(Solver):
         out = RowsOut.start(warm)
         out.row_time += (time.perf_counter() - t0) / max(problem.rows, 1)   # batched work, shared out over its rows
         todo = torch.arange(problem.rows)
-        counts = {"probe_closed": 0, "polished": 0, "reprobe_closed": 0}
+        counts = {"probe_closed": 0, "polish_improved": 0, "reprobe_closed": 0}
         if cfg.probe_nodes is not None:
             todo = self._probe(problem, out, todo)           # the plain bound alone; rows it closes are done
             counts["probe_closed"] = problem.rows - len(todo)
         wide = todo[problem.free.cpu()[todo].sum(1) >= cfg.polish_min_free]
         if len(wide) and cfg.polish is not None:
             better = self._polish(problem.subproblem(wide), out, wide)   # a stronger start where the search goes on
-            counts["polished"] = len(better)
+            counts["polish_improved"] = len(better)
             if cfg.probe_nodes is not None and len(better):   # probed again from it: the closer start often closes
                 still = self._probe(problem, out, better)     # the row with the plain bound after all
                 counts["reprobe_closed"] = len(better) - len(still)

@@ -192,14 +192,14 @@ def test_polish_runs_only_on_the_rows_the_probe_leaves_open_and_keeps_the_proof(
     open_rows = p.rows - res.info["probe_closed"]
     assert open_rows > 0 and seen == [(open_rows, True)]
     assert res.info["searched"] == open_rows - res.info["reprobe_closed"]
-    assert res.info["reprobe_closed"] <= res.info["polished"] <= open_rows
+    assert res.info["reprobe_closed"] <= res.info["polish_improved"] <= open_rows
     torch.testing.assert_close(res.objective, opt.objective, rtol=1e-9, atol=1e-30)
     assert all(s is Status.OPTIMAL for s in res.status)
     seen.clear()
     closed = get_solver("bnb", probe_nodes=10 ** 7, polish_min_free=1)(p)   # the probe closes every row
     assert closed.info["probe_closed"] == p.rows and seen == []
     narrow = get_solver("bnb", probe_nodes=30, polish_min_free=41)(p)       # no row has 41 free elements
-    assert narrow.info["polished"] == 0 and seen == []
+    assert narrow.info["polish_improved"] == 0 and seen == []
     torch.testing.assert_close(narrow.objective, opt.objective, rtol=1e-9, atol=1e-30)
 
 
