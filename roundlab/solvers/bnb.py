@@ -262,7 +262,9 @@ class BranchAndBound(Solver):
         if cfg.probe_nodes is not None:
             todo = self._probe(problem, out, todo)           # the plain bound alone; rows it closes are done
             counts["probe_closed"] = problem.rows - len(todo)
-        wide = todo[problem.free.cpu()[todo].sum(1) >= cfg.polish_min_free]
+        wide = torch.tensor([int(r) for r in todo if int(problem.free[r].sum()) >= cfg.polish_min_free
+                             and not self.budget().after(int(out.nodes[r]), float(out.row_time[r])).exhausted],
+                            dtype=torch.long)                 # wide rows with budget left
         if len(wide) and cfg.polish is not None:
             better = self._polish(problem.subproblem(wide), out, wide)   # a stronger start where the search goes on
             counts["polish_improved"] = len(better)

@@ -169,8 +169,9 @@ def test_unknown_start_solver_is_one_clear_error(option):
         get_solver("bnb", **{option: "nope"})(vit_like_problem(1, 4))
 
 
-def test_polish_runs_only_on_the_rows_the_probe_leaves_open_and_keeps_the_proof(monkeypatch):
-    """The polish solver sees exactly the open rows, from the probe's incumbents; the answers stay optimal."""
+@pytest.fixture
+def polish_calls(monkeypatch):
+    """(rows, init given) of every call bnb makes to its polish solver (tabu)."""
     from roundlab.solvers import bnb as bnb_module
 
     seen = []
@@ -186,6 +187,12 @@ def test_polish_runs_only_on_the_rows_the_probe_leaves_open_and_keeps_the_proof(
         return solver
 
     monkeypatch.setattr(bnb_module, "get_solver", spy)
+    return seen
+
+
+def test_polish_runs_only_on_the_rows_the_probe_leaves_open_and_keeps_the_proof(polish_calls):
+    """The polish solver sees exactly the open rows, from the probe's incumbents; the answers stay optimal."""
+    seen = polish_calls
     p = vit_like_problem(6, 40, seed=4)
     opt = get_solver("bnb", polish=None, probe_nodes=None)(p)
     res = get_solver("bnb", probe_nodes=30, polish_min_free=1)(p)
@@ -201,6 +208,15 @@ def test_polish_runs_only_on_the_rows_the_probe_leaves_open_and_keeps_the_proof(
     narrow = get_solver("bnb", probe_nodes=30, polish_min_free=41)(p)       # no row has 41 free elements
     assert narrow.info["polish_improved"] == 0 and seen == []
     torch.testing.assert_close(narrow.objective, opt.objective, rtol=1e-9, atol=1e-30)
+
+
+def test_no_polish_for_rows_whose_budget_is_spent(polish_calls):
+    p = vit_like_problem(2, 40, seed=4)
+    res = get_solver("bnb", probe_nodes=30, node_limit=30, polish_min_free=1, triangle_steps=0)(p)
+    assert polish_calls == [] and res.info["probe_closed"] < p.rows
+    assert (res.iterations <= 30).all()
+    get_solver("bnb", probe_nodes=30, node_limit=31, polish_min_free=1, triangle_steps=0)(p)
+    assert polish_calls and polish_calls[0][1]                # one node left: those rows are polished
 
 
 def test_row_times_add_up_to_the_call_including_the_batched_work():
