@@ -203,6 +203,13 @@ class RowsOut:
         return cls(warm.clone(), torch.full((R,), CODE[Status.OPTIMAL], dtype=torch.long),
                    torch.zeros(R, dtype=F64), torch.zeros(R, dtype=torch.long), torch.zeros(R, dtype=F64))
 
+    def share(self, rows: torch.Tensor | slice, seconds: float) -> None:
+        """Batched work of ``seconds`` (warm start, polish, Shor fits) shared out evenly over the clocks of
+        ``rows``, so that row times add up to the call's time and their budgets pay for it."""
+        n = len(self.row_time[rows])
+        if n:
+            self.row_time[rows] += seconds / n
+
     def record(self, r: int, qp: RowQP, out: RowOutcome, flipped: torch.Tensor, seconds: float) -> None:
         """Row ``r``'s search outcome (``qp`` written around the current incumbent; ``flipped`` its other
         candidates): a better point replaces the incumbent, bounds only ever rise, the work adds up."""
@@ -254,24 +261,15 @@ class BranchAndBound(Solver):
     def solve(self, problem, init):
         cfg = self.config
         t0 = time.perf_counter()
-        warm = seeded_start(problem, init, cfg.warm_start)
-        out = RowsOut.start(warm)
-        out.row_time += (time.perf_counter() - t0) / max(problem.rows, 1)   # batched work, shared out over its rows
+        out = RowsOut.start(seeded_start(problem, init, cfg.warm_start))
+        out.share(slice(None), time.perf_counter() - t0)
         todo = torch.arange(problem.rows)
         counts = {"probe_closed": 0, "polish_improved": 0, "reprobe_closed": 0}
         if cfg.probe_nodes is not None:
             todo = self._probe(problem, out, todo)           # the plain bound alone; rows it closes are done
             counts["probe_closed"] = problem.rows - len(todo)
-        wide = torch.tensor([int(r) for r in todo if int(problem.free[r].sum()) >= cfg.polish_min_free
-                             and not self.budget().after(int(out.nodes[r]), float(out.row_time[r])).exhausted],
-                            dtype=torch.long)                 # wide rows with budget left
-        if len(wide) and cfg.polish is not None:
-            better = self._polish(problem.subproblem(wide), out, wide)   # a stronger start where the search goes on
-            counts["polish_improved"] = len(better)
-            if cfg.probe_nodes is not None and len(better):   # probed again from it: the closer start often closes
-                still = self._probe(problem, out, better)     # the row with the plain bound after all
-                counts["reprobe_closed"] = len(better) - len(still)
-                todo = todo[~torch.isin(todo, better) | torch.isin(todo, still)]
+        if cfg.polish is not None:
+            todo = self._polish_open(problem, out, todo, counts)   # a stronger start where the search goes on
         if len(todo):
             self._search(problem.subproblem(todo), out, todo)  # Shor's forms, fitted to the open rows only
         from roundlab.solvers.bnb_kernel import COMPILED
@@ -283,6 +281,10 @@ class BranchAndBound(Solver):
 
     def budget(self) -> Budget:
         return Budget(self.config.node_limit, self.config.time_limit)
+
+    def _left(self, out: RowsOut, r: int) -> Budget:
+        """What row ``r`` may still spend, after the nodes and seconds already on its clock."""
+        return self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
 
     @staticmethod
     def _trivial(M_row: torch.Tensor, out: RowsOut, r: int) -> None:
@@ -303,8 +305,8 @@ class BranchAndBound(Solver):
             if qp is None:
                 self._trivial(row_M(sub, i), out, r)
                 continue
-            left = self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
-            probe = Budget(min(cfg.probe_nodes, cfg.probe_nodes if left.nodes is None else left.nodes), left.seconds)
+            left = self._left(out, r)
+            probe = Budget(cfg.probe_nodes if left.nodes is None else min(cfg.probe_nodes, left.nodes), left.seconds)
             t0 = time.perf_counter()
             zero = np.zeros(qp.k)
             res = search_row(qp, {"plain": (zero, None)}, enumeration_order(qp, zero, cfg.order), cfg, probe, False)
@@ -312,6 +314,21 @@ class BranchAndBound(Solver):
             if not res.closed:
                 still.append(r)
         return torch.tensor(still, dtype=torch.long)
+
+    def _polish_open(self, problem, out: RowsOut, todo: torch.Tensor, counts: dict) -> torch.Tensor:
+        """The wide open rows ``todo`` (``polish_min_free`` free elements, budget left) polished, and probed again
+        where the polish found a better point; returns the rows still open."""
+        wide = torch.tensor([int(r) for r in todo if int(problem.free[r].sum()) >= self.config.polish_min_free
+                             and not self._left(out, int(r)).exhausted], dtype=torch.long)
+        if not len(wide):
+            return todo
+        better = self._polish(problem.subproblem(wide), out, wide)
+        counts["polish_improved"] = len(better)
+        if self.config.probe_nodes is None or not len(better):
+            return todo
+        still = self._probe(problem, out, better)         # the closer start often closes the row with the plain bound
+        counts["reprobe_closed"] = len(better) - len(still)
+        return todo[~torch.isin(todo, better) | torch.isin(todo, still)]
 
     def _polish(self, sub, out: RowsOut, rows: torch.Tensor) -> torch.Tensor:
         """The ``polish`` solver's answer from the incumbents of rows ``rows`` (``sub`` = their problem) replaces
@@ -322,7 +339,7 @@ class BranchAndBound(Solver):
         cand = get_solver(self.config.polish)(sub, init=start).delta
         better = (sub.objective(cand) < sub.objective(start)).cpu()
         out.delta[rows[better]] = cand[better.to(cand.device)]
-        out.row_time[rows] += (time.perf_counter() - t0) / len(rows)
+        out.share(rows, time.perf_counter() - t0)
         return rows[better]
 
     def _search(self, sub, out: RowsOut, rows: torch.Tensor) -> None:
@@ -333,7 +350,7 @@ class BranchAndBound(Solver):
         qps = row_qps(sub, warm)
         t0 = time.perf_counter()
         multipliers, orders = shor_forms(sub, warm, qps, cfg)
-        out.row_time[rows] += (time.perf_counter() - t0) / len(rows)   # the batched fits, shared out
+        out.share(rows, time.perf_counter() - t0)
         flipped = sub.flipped(warm)
         for i, qp in enumerate(tqdm(qps, desc="bnb rows", unit="row", disable=not cfg.progress)):
             r = int(rows[i])
@@ -341,8 +358,7 @@ class BranchAndBound(Solver):
                 self._trivial(row_M(sub, i), out, r)
                 continue
             t0 = time.perf_counter()
-            left = self.budget().after(int(out.nodes[r]), float(out.row_time[r]))
-            res = search_row(qp, multipliers[i], orders[i], cfg, left, cfg.ellipsoid)
+            res = search_row(qp, multipliers[i], orders[i], cfg, self._left(out, r), cfg.ellipsoid)
             if not res.closed and cfg.triangle_steps and qp.k >= cfg.shor_min_free:
                 res = tighten(qp, res, cfg.triangle_steps, cfg.triangle_seconds)
             out.record(r, qp, res, flipped[i], time.perf_counter() - t0)
