@@ -7,12 +7,11 @@
 Like the paper's Table 1 (whose accuracies equal its Table 4 "Rounding" row), every row is calibration (RepQ-ViT
 style) + Wqer's *rounding step only*: no Aqer, no ridge, so the solver is the only difference and every row faces
 the very same subproblems (25,350 rows on fmnist-vit, segment widths d = 1 … 128). Rows: the calibration-only
-baseline; the **exact optimum** (``bnb``: branch and bound from greedy, tabu on the rows its probe leaves open,
-``--exact-time-limit`` seconds per row; a row is optimal only when its search closed, otherwise it keeps its certified bound; without bnb's Shor
-re-fits, :data:`EXACT_OPTIONS`); the paper's MIQP
-baseline through PuLP (HiGHS by default) with and without the proxy, on every row of every width, warm-started
-from greedy, ``--time-limit`` seconds per row (model building not included); Rounding Refinement (release and
-paper variants); AdaRound; greedy; tabu; GPTQ. The samples objective ("w/o proxy", N samples per row) has the same
+baseline; the **exact optimum** (``bnb``: branch and bound from greedy, tabu on the wide rows its probe leaves
+open, ``--exact-time-limit`` seconds per row; a row is optimal only when its search closed, otherwise it keeps its
+certified bound; without bnb's Shor re-fits, :data:`EXACT_OPTIONS`); the paper's MIQP baseline through PuLP
+(HiGHS by default) with and without the proxy, on every row of every width, warm-started from greedy,
+``--time-limit`` seconds per row (model building not included); Rounding Refinement (release and paper variants); AdaRound; greedy; tabu; GPTQ. The samples objective ("w/o proxy", N samples per row) has the same
 optimum as the proxy on every row — its Gram matrix is M (ERQ_SPEC §11) — so the one exact row serves both.
 
 The exact and MIQP rows fan their rows out over ``--workers`` processes (``roundlab.fanout``, ``--chunk-rows`` rows

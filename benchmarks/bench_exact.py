@@ -7,9 +7,9 @@ heuristic is from the proven optimum.
 
 Workload: the Wqer rounding problems as Table 1 poses them (calibration + Wqer's rounding step alone: no Aqer, no
 ridge; 32 calibration images), i.e. exactly the rows Table 1 solves. Every row is solved by ``bnb`` (from greedy,
-tabu on the rows its probe leaves open, ``--time-limit`` seconds per row) through the package's fan-out (``--executor``/``--workers``,
-``--chunk-rows`` rows per task) into a results store (``--store``), so a killed run resumes where it stopped. The heuristics (nearest, rr, gptq, greedy, tabu) are
-run on the same rows; their summed objective over the summed proven optimum is reported per width. The samples
+tabu on the wide rows its probe leaves open, ``--time-limit`` seconds per row) through the package's fan-out
+(``--executor``/``--workers``, ``--chunk-rows`` rows per task) into a results store (``--store``), so a killed run
+resumes where it stopped. The heuristics (nearest, rr, gptq, greedy, tabu) are run on the same rows; their summed objective over the summed proven optimum is reported per width. The samples
 objective ("MIQP w/o proxy") has the same optimum on every row — its Gram matrix is M — so one exact row serves both.
 Prints per width: rows, proven share, median / p90 / max seconds per row, nodes per second, the certified gap left
 on unproven rows, and the heuristics' excess. Not a timed test; numbers vary with machine load.
